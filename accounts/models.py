@@ -1,0 +1,101 @@
+"""People and their API keys.
+
+Money fields are integer quota units: 500,000 quota = 1 USD. Balances change only through
+``billing.services``, which writes the ledger row in the same transaction.
+"""
+
+import ipaddress
+import secrets
+
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.utils import timezone
+
+from accounts import secrets as key_secrets
+
+
+def ip_in(ip: str | None, networks) -> bool:
+    """Whether ``ip`` falls in any of ``networks`` (IPs or CIDRs); a bad address never does."""
+    try:
+        address = ipaddress.ip_address(ip or "")
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(network, strict=False) for network in networks)
+
+
+def new_invite_code() -> str:
+    return secrets.token_urlsafe(6)
+
+
+class User(AbstractUser):
+    """A person with a balance. Staff and superusers are the operators."""
+
+    quota = models.BigIntegerField(default=0, help_text="Spendable balance, quota units.")
+    used_quota = models.BigIntegerField(default=0, help_text="Spent so far, quota units.")
+    request_count = models.BigIntegerField(default=0)
+    group = models.CharField(
+        max_length=32, default="default", help_text="Pricing group: picks channels and ratio."
+    )
+    # Shared as /register?aff=CODE (the parameter name clients of one-api already know).
+    invite_code = models.CharField(max_length=16, unique=True, default=new_invite_code)
+    inviter = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="invitees"
+    )
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def find(self, key: str):
+        """The key's row, found by its lookup HMAC (the only way keys are looked up)."""
+        return self.filter(lookup_hash=key_secrets.lookup_hash(key))
+
+
+class ApiKey(models.Model):
+    """An ``sk-`` key. The database holds its HMAC and an encrypted copy, never the key."""
+
+    class Status(models.TextChoices):
+        ENABLED = "enabled"
+        DISABLED = "disabled"
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    lookup_hash = models.CharField(max_length=64, unique=True, editable=False)
+    encrypted_key = models.TextField(editable=False)
+    hint = models.CharField(max_length=16, editable=False, help_text="sk-ab…wxyz")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never.")
+    unlimited_quota = models.BooleanField(default=True)
+    # The key's own allowance, quota units. Tracked for unlimited keys too (it just is not
+    # enforced), so turning a limit on later starts from a true figure; changes go through
+    # billing.services.set_key_limit, which writes the ledger row.
+    remaining_quota = models.BigIntegerField(default=0, editable=False)
+    used_quota = models.BigIntegerField(default=0, editable=False)  # quota units
+    allowed_models = models.JSONField(default=list, blank=True, help_text="Empty: all models.")
+    allowed_ips = models.JSONField(default=list, blank=True, help_text="IPs/CIDRs; empty: any.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self):
+        return f"{self.name or 'key'} ({self.hint})"
+
+    def set_key(self, key: str) -> None:
+        self.lookup_hash = key_secrets.lookup_hash(key)
+        self.encrypted_key = key_secrets.encrypt(key)
+        self.hint = key_secrets.mask(key)
+
+    def reveal(self) -> str:
+        """The key in clear, for its owner to copy again."""
+        return key_secrets.decrypt(self.encrypted_key)
+
+    def is_expired(self, now=None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+
+    def allows_model(self, model: str) -> bool:
+        return not self.allowed_models or model in self.allowed_models
+
+    def allows_ip(self, ip: str) -> bool:
+        return not self.allowed_ips or ip_in(ip, self.allowed_ips)

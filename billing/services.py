@@ -1,0 +1,278 @@
+"""Every way money moves. Nothing else in Sluice changes a balance.
+
+Each function is one transaction: the balance and its ledger (or journal) row change together
+or not at all. Concurrency is settled by conditional UPDATEs whose row counts say who won, and
+by status transitions (``filter(status=OPEN).update(...)``) that let exactly one caller settle
+or release a hold. Services use plain ``atomic()`` so they compose inside a caller's
+transaction (Django admin runs in one).
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from accounts.models import ApiKey, User
+from billing.models import Hold, LedgerEntry, UsageLog
+from billing.pricing import Price, TokenUsage
+
+
+class InsufficientQuota(Exception):
+    """A hold could not be placed. ``limit`` says which: "balance" or "key"."""
+
+    def __init__(self, limit: str):
+        super().__init__(limit)
+        self.limit = limit
+
+
+def grant(
+    *,
+    user: User,
+    amount: int,
+    kind: str = LedgerEntry.Kind.ADJUSTMENT,
+    note: str = "",
+    by: User | None = None,
+) -> LedgerEntry:
+    """Add ``amount`` quota (negative to take) to the balance, with its ledger row."""
+    with transaction.atomic():
+        User.objects.filter(id=user.id).update(quota=F("quota") + amount)
+        entry = LedgerEntry.objects.create(
+            user_id=user.id, kind=kind, amount=amount, note=note, created_by=by
+        )
+    user.refresh_from_db(fields=["quota"])
+    return entry
+
+
+def set_key_limit(
+    *, api_key: ApiKey, remaining: int | None, by: User | None = None, note: str = ""
+) -> ApiKey:
+    """Give a key an allowance of ``remaining`` quota (None: unlimited), with its ledger row."""
+    with transaction.atomic():
+        key = ApiKey.objects.select_for_update().get(id=api_key.id)
+        if remaining is None:
+            key.unlimited_quota = True
+            key.save(update_fields=["unlimited_quota"])
+        else:
+            delta = remaining - key.remaining_quota
+            key.unlimited_quota = False
+            key.remaining_quota = remaining
+            key.save(update_fields=["unlimited_quota", "remaining_quota"])
+            if delta:
+                LedgerEntry.objects.create(
+                    user_id=key.user_id,
+                    api_key=key,
+                    kind=LedgerEntry.Kind.KEY_LIMIT,
+                    amount=0,
+                    key_amount=delta,
+                    note=note,
+                    created_by=by,
+                )
+    api_key.refresh_from_db(fields=["unlimited_quota", "remaining_quota"])
+    return api_key
+
+
+def reserve_quota(*, user_id: int, api_key_id: int, unlimited_key: bool, amount: int) -> Hold:
+    """Set ``amount`` aside for a call, from the balance and the key's allowance, or refuse.
+
+    The balance must cover it and be above zero; so must a limited key's allowance. Both
+    decrements are conditional UPDATEs in one transaction, so concurrent calls can never
+    take more than is there.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        if amount > 0:
+            taken = User.objects.filter(id=user_id, quota__gte=amount, quota__gt=0).update(
+                quota=F("quota") - amount
+            )
+            if not taken:
+                raise InsufficientQuota("balance")
+        key_amount = 0 if unlimited_key else amount
+        if key_amount:
+            taken = ApiKey.objects.filter(
+                id=api_key_id, remaining_quota__gte=key_amount, remaining_quota__gt=0
+            ).update(remaining_quota=F("remaining_quota") - key_amount)
+            if not taken:
+                raise InsufficientQuota("key")  # the balance decrement rolls back with it
+        return Hold.objects.create(
+            user_id=user_id,
+            api_key_id=api_key_id,
+            amount=amount,
+            key_amount=key_amount,
+            expires_at=now + timedelta(seconds=settings.HOLD_TTL_SECONDS),
+        )
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """What the relay knows about a finished call, for its journal row."""
+
+    endpoint: str
+    model: str
+    upstream_model: str = ""
+    channel_id: int | None = None
+    is_stream: bool = False
+    status: str = UsageLog.Status.SUCCESS
+    latency_ms: int = 0
+    client_ip: str | None = None
+
+
+def settle_hold(
+    *, hold: Hold, price: Price, group_ratio, usage: TokenUsage, call: CallRecord
+) -> UsageLog | None:
+    """Turn a hold into its exact charge, once: returns the journal row, or None if settled.
+
+    A hold the expiry sweep already released (the call outlived HOLD_TTL_SECONDS) is still
+    charged in full, since the call did happen; a hold settled before is never charged again.
+    """
+    cost = price.charge(usage, group_ratio)
+    # A limited key pays from its allowance too; an unlimited key's hold took nothing from it.
+    key_cost = cost if hold.key_amount else 0
+    now = timezone.now()
+    with transaction.atomic():
+        if Hold.objects.filter(id=hold.id, status=Hold.Status.OPEN).update(
+            status=Hold.Status.SETTLED, closed_at=now
+        ):
+            returned, key_returned = hold.amount, hold.key_amount
+        elif Hold.objects.filter(id=hold.id, status=Hold.Status.RELEASED).update(
+            status=Hold.Status.SETTLED, closed_at=now
+        ):
+            returned, key_returned = 0, 0
+        else:
+            return None
+        User.objects.filter(id=hold.user_id).update(
+            quota=F("quota") + returned - cost,
+            used_quota=F("used_quota") + cost,
+            request_count=F("request_count") + 1,
+        )
+        ApiKey.objects.filter(id=hold.api_key_id).update(
+            remaining_quota=F("remaining_quota") + key_returned - key_cost,
+            used_quota=F("used_quota") + cost,
+            last_used_at=now,
+        )
+        return UsageLog.objects.create(
+            user_id=hold.user_id,
+            api_key_id=hold.api_key_id,
+            hold_id=hold.id,
+            channel_id=call.channel_id,
+            endpoint=call.endpoint,
+            model=call.model,
+            upstream_model=call.upstream_model,
+            is_stream=call.is_stream,
+            status=call.status,
+            input_tokens=usage.input_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            output_tokens=usage.output_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            quota=cost,
+            key_quota=key_cost,
+            group_ratio=group_ratio,
+            model_ratio=price.model_ratio,
+            completion_ratio=price.completion_ratio,
+            cache_read_ratio=price.cache_read_ratio,
+            cache_write_ratio=price.cache_write_ratio,
+            per_call_quota=price.per_call_quota,
+            latency_ms=call.latency_ms,
+            client_ip=call.client_ip,
+        )
+
+
+def release_hold(*, hold_id: int) -> bool:
+    """Give a hold back in full, once (the call failed before anything was used)."""
+    with transaction.atomic():
+        hold = Hold.objects.filter(id=hold_id, status=Hold.Status.OPEN).first()
+        if hold is None:
+            return False
+        return _release(hold)
+
+
+def _release(hold: Hold) -> bool:
+    if not Hold.objects.filter(id=hold.id, status=Hold.Status.OPEN).update(
+        status=Hold.Status.RELEASED, closed_at=timezone.now()
+    ):
+        return False
+    User.objects.filter(id=hold.user_id).update(quota=F("quota") + hold.amount)
+    if hold.key_amount:
+        ApiKey.objects.filter(id=hold.api_key_id).update(
+            remaining_quota=F("remaining_quota") + hold.key_amount
+        )
+    return True
+
+
+def release_expired_holds(*, now=None) -> int:
+    """Release the holds whose calls died with their worker; returns how many."""
+    now = now or timezone.now()
+    released = 0
+    for hold in Hold.objects.filter(status=Hold.Status.OPEN, expires_at__lt=now):
+        with transaction.atomic():
+            released += _release(hold)
+    return released
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    """An account whose books do not balance."""
+
+    kind: str  # "user" or "key"
+    id: int
+    balance: int
+    open_holds: int
+    ledger: int
+    journal: int
+
+    def __str__(self):
+        return (
+            f"{self.kind} {self.id}: balance {self.balance} + open holds {self.open_holds} "
+            f"!= ledger {self.ledger} - consumption {self.journal}"
+        )
+
+
+def _sums(queryset, group_field: str, value_field: str) -> dict[int, int]:
+    rows = queryset.values(group_field).annotate(total=Coalesce(Sum(value_field), 0))
+    return {row[group_field]: row["total"] for row in rows}
+
+
+def reconcile() -> list[Discrepancy]:
+    """Every user and key for which balance + open holds != ledger - consumption."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            # Every query below must see the same moment, or calls settling meanwhile would
+            # show up as discrepancies that are not there.
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        open_holds = Hold.objects.filter(status=Hold.Status.OPEN)
+        user_holds = _sums(open_holds, "user_id", "amount")
+        key_holds = _sums(open_holds.exclude(api_key=None), "api_key_id", "key_amount")
+        user_ledger = _sums(LedgerEntry.objects.all(), "user_id", "amount")
+        key_ledger = _sums(LedgerEntry.objects.exclude(api_key=None), "api_key_id", "key_amount")
+        user_journal = _sums(UsageLog.objects.all(), "user_id", "quota")
+        key_journal = _sums(UsageLog.objects.exclude(api_key=None), "api_key_id", "key_quota")
+        problems = []
+        for user_id, balance in User.objects.values_list("id", "quota"):
+            entry = Discrepancy(
+                "user",
+                user_id,
+                balance,
+                user_holds.get(user_id, 0),
+                user_ledger.get(user_id, 0),
+                user_journal.get(user_id, 0),
+            )
+            if entry.balance + entry.open_holds != entry.ledger - entry.journal:
+                problems.append(entry)
+        for key_id, remaining in ApiKey.objects.values_list("id", "remaining_quota"):
+            entry = Discrepancy(
+                "key",
+                key_id,
+                remaining,
+                key_holds.get(key_id, 0),
+                key_ledger.get(key_id, 0),
+                key_journal.get(key_id, 0),
+            )
+            if entry.balance + entry.open_holds != entry.ledger - entry.journal:
+                problems.append(entry)
+    return problems

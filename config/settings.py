@@ -1,0 +1,238 @@
+"""Sluice settings: every knob comes from an environment variable with a safe default.
+
+Two ways to run (README.md, "Configuration"):
+- embedded (the default): SQLite in a data folder, local-memory cache, in-memory channel layer,
+  Celery on kombu's filesystem transport; secrets are generated once and kept in the data folder.
+- production: ``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL`` set; secrets come from the
+  environment.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from cryptography.fernet import Fernet
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+DATA_DIR = Path(env("SLUICE_DATA_DIR", str(BASE_DIR / "data")))
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def kept_secret(name: str, make) -> str:
+    """Read a secret from the environment, else from the data folder, creating it once there."""
+    if os.environ.get(name):
+        return os.environ[name]
+    path = DATA_DIR / f".{name.lower()}"
+    if not path.exists():
+        path.write_text(make())
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = kept_secret("SECRET_KEY", lambda: secrets.token_urlsafe(50))
+# The HMAC key behind every API-key lookup. Its own setting, so rotating SECRET_KEY (sessions)
+# never invalidates users' keys; changing it does.
+KEY_LOOKUP_SECRET = kept_secret("KEY_LOOKUP_SECRET", lambda: secrets.token_urlsafe(48))
+# Fernet keys, newest first, comma-separated: API keys and channel keys are encrypted with the
+# first and decrypted with any, so an operator rotates by prepending a key.
+KEY_ENCRYPTION_KEYS = kept_secret(
+    "KEY_ENCRYPTION_KEYS", lambda: Fernet.generate_key().decode()
+).split(",")
+
+DEBUG = env_bool("DEBUG")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+# Proxies whose X-Forwarded-For is believed (IPs or CIDRs). Empty: the socket peer is the client,
+# so nobody can spoof an IP allow-list by sending the header.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.sites",
+    "rest_framework",
+    "allauth",
+    "allauth.account",
+    "channels",
+    "accounts",
+    "billing",
+    "relay",
+    "midjourney",
+]
+
+# Only the site goes through these; /v1 is served by config.asgi.RelayHandler with none.
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+ASGI_APPLICATION = "config.asgi.application"
+SITE_ID = 1
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASES = {
+    "default": dj_database_url.parse(
+        env("DATABASE_URL", f"sqlite:///{DATA_DIR / 'sluice.sqlite3'}"), conn_max_age=0
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets readers run beside the writer; IMMEDIATE takes the write lock at BEGIN, so the
+    # server, worker and beat queue on the busy timeout instead of failing "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Under ASGI each request may hold its own connection: pool them (CONN_MAX_AGE must be 0).
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {
+            "min_size": int(env("DATABASE_POOL_MIN", "2")),
+            "max_size": int(env("DATABASE_POOL_MAX", "20")),
+            "timeout": 30,
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "accounts.User"
+
+# --- Redis: cache, channel layer, Celery broker ---------------------------------------------
+REDIS_URL = env("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    CELERY_BROKER_URL = REDIS_URL
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    broker_dir = DATA_DIR / "broker"
+    for sub in ("out", "processed"):
+        (broker_dir / sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(broker_dir / "out"),
+        "data_folder_out": str(broker_dir / "out"),
+        "data_folder_processed": str(broker_dir / "processed"),
+    }
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER")
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+# --- Accounts -------------------------------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+ACCOUNT_LOGIN_METHODS = {"username", "email"}
+ACCOUNT_SIGNUP_FIELDS = ["username*", "email", "password1*", "password2*"]
+LOGIN_REDIRECT_URL = "/"
+
+# --- Relay and billing ----------------------------------------------------------------------
+# Largest request body accepted on /v1, checked against Content-Length before reading (images
+# travel as base64, so this is far above Django's 2.5 MB form limit, which /v1 never uses).
+RELAY_MAX_BODY_BYTES = int(env("RELAY_MAX_BODY_BYTES", str(64 * 1024 * 1024)))
+# Output tokens assumed for a hold when the request names no max_tokens.
+RELAY_DEFAULT_OUTPUT_ESTIMATE = int(env("RELAY_DEFAULT_OUTPUT_ESTIMATE", "4096"))
+# max_tokens sent to an Anthropic upstream for an OpenAI-format call that names none.
+RELAY_ANTHROPIC_DEFAULT_MAX_TOKENS = int(env("RELAY_ANTHROPIC_DEFAULT_MAX_TOKENS", "4096"))
+RELAY_CONNECT_TIMEOUT = float(env("RELAY_CONNECT_TIMEOUT", "10"))
+RELAY_READ_TIMEOUT = float(env("RELAY_READ_TIMEOUT", "600"))
+# A hold whose call never settled (its worker died) is released after this many seconds; it
+# must outlast the longest call, so it is the read timeout plus a margin by default.
+HOLD_TTL_SECONDS = int(env("HOLD_TTL_SECONDS", str(int(RELAY_READ_TIMEOUT) + 300)))
+HOLD_SWEEP_SECONDS = float(env("HOLD_SWEEP_SECONDS", "60"))
+# How long cached key, price and channel lookups live in the cache (seconds); writes through
+# the services invalidate them at once, this only bounds staleness of direct database edits.
+RELAY_CACHE_SECONDS = int(env("RELAY_CACHE_SECONDS", "60"))
+
+CELERY_BEAT_SCHEDULE = {
+    "release-expired-holds": {
+        "task": "billing.tasks.release_expired_holds",
+        "schedule": HOLD_SWEEP_SECONDS,
+    },
+}
+
+# --- The rest -------------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "config.logging.RedactSecrets"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["redact"]},
+    },
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {
+        # Access logs carry the request line, where a client may have put ?key=...
+        "uvicorn.access": {"handlers": ["console"], "propagate": False, "filters": ["redact"]},
+        "django.server": {"handlers": ["console"], "propagate": False, "filters": ["redact"]},
+        # httpx names the upstream URL of every request at INFO: not for shared logs.
+        "httpx": {"level": "WARNING"},
+        "django.channels.server": {
+            "handlers": ["console"],
+            "propagate": False,
+            "filters": ["redact"],
+        },
+    },
+}

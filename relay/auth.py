@@ -1,0 +1,127 @@
+"""Who is calling: the API key from the request, found by its HMAC, checked, and the client IP.
+
+A key's settings are cached by its lookup HMAC (never by the key itself) for
+RELAY_CACHE_SECONDS; saving a key or its user drops the entry (relay.signals). Balances are
+not cached: the conditional UPDATE of a hold checks them in the database every call.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+from accounts import secrets as key_secrets
+from accounts.models import ApiKey, ip_in
+from relay.errors import RelayError
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What a call needs to know about its key, cheap to cache."""
+
+    id: int
+    user_id: int
+    group: str
+    enabled: bool
+    user_active: bool
+    expires_at: datetime | None
+    unlimited_quota: bool
+    allowed_models: tuple[str, ...]
+    allowed_ips: tuple[str, ...]
+
+    def allows_model(self, model: str) -> bool:
+        return not self.allowed_models or model in self.allowed_models
+
+    def allows_ip(self, ip: str | None) -> bool:
+        return not self.allowed_ips or ip_in(ip, self.allowed_ips)
+
+
+def key_cache_key(lookup_hash: str) -> str:
+    return f"apikey:{lookup_hash}"
+
+
+def _load(lookup_hash: str) -> KeyInfo | None:
+    row = ApiKey.objects.select_related("user").filter(lookup_hash=lookup_hash).first()
+    if row is None:
+        return None
+    return KeyInfo(
+        id=row.id,
+        user_id=row.user_id,
+        group=row.user.group,
+        enabled=row.status == ApiKey.Status.ENABLED,
+        user_active=row.user.is_active,
+        expires_at=row.expires_at,
+        unlimited_quota=row.unlimited_quota,
+        allowed_models=tuple(row.allowed_models or ()),
+        allowed_ips=tuple(row.allowed_ips or ()),
+    )
+
+
+async def find_key(key: str) -> KeyInfo | None:
+    lookup_hash = key_secrets.lookup_hash(key)
+    cache_key = key_cache_key(lookup_hash)
+    info = await cache.aget(cache_key)
+    if info is None:
+        info = await sync_to_async(_load)(lookup_hash)
+        if info is None:
+            return None
+        await cache.aset(cache_key, info, settings.RELAY_CACHE_SECONDS)
+    return info
+
+
+def presented_key(headers) -> str:
+    """The key from ``Authorization: Bearer`` or ``x-api-key`` (Anthropic clients)."""
+    authorization = headers.get("authorization", "")
+    if authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return headers.get("x-api-key", "").strip()
+
+
+def client_ip(request) -> str | None:
+    """The caller's IP; X-Forwarded-For counts only when the peer is a trusted proxy."""
+    peer = request.META.get("REMOTE_ADDR")
+    if not settings.TRUSTED_PROXIES or not _is_trusted(peer):
+        return peer
+    forwarded = [
+        hop.strip() for hop in request.headers.get("x-forwarded-for", "").split(",") if hop.strip()
+    ]
+    # Walk from the nearest hop back: the first address not ours is the client.
+    for hop in reversed(forwarded):
+        if not _is_trusted(hop):
+            return hop
+    return forwarded[0] if forwarded else peer
+
+
+def _is_trusted(ip: str | None) -> bool:
+    return ip_in(ip, settings.TRUSTED_PROXIES)
+
+
+async def authenticate(request) -> tuple[KeyInfo, str | None]:
+    """The caller's key, checked for status, expiry and IP, and the caller's IP; or refuse."""
+    key = presented_key(request.headers)
+    if not key:
+        raise RelayError(
+            401,
+            "No API key provided. Send it as 'Authorization: Bearer sk-...'.",
+            code="invalid_api_key",
+            retry=False,
+        )
+    info = await find_key(key)
+    if info is None:
+        raise RelayError(401, "Incorrect API key provided.", code="invalid_api_key", retry=False)
+    if not info.enabled or not info.user_active:
+        raise RelayError(403, "This API key is disabled.", code="key_disabled", retry=False)
+    if info.expires_at is not None and info.expires_at <= timezone.now():
+        raise RelayError(403, "This API key has expired.", code="key_expired", retry=False)
+    ip = client_ip(request)
+    if not info.allows_ip(ip):
+        raise RelayError(
+            403,
+            f"This API key may not be used from your IP address ({ip}).",
+            code="ip_not_allowed",
+            retry=False,
+        )
+    return info, ip

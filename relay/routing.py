@@ -1,0 +1,87 @@
+"""Choosing channels for a call, from a per-process snapshot of the enabled channels.
+
+The snapshot is rebuilt when a channel is saved or deleted anywhere (relay.signals bumps a
+version number in the shared cache) or after RELAY_CACHE_SECONDS. It holds decrypted upstream
+keys in this process's memory only, never in the shared cache.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+
+from relay.models import Channel, routing_order
+
+VERSION_KEY = "channels:version"
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    id: int
+    type: str
+    name: str
+    base_url: str
+    api_key: str = field(repr=False)
+    served_models: frozenset[str]
+    model_mapping: dict
+    groups: frozenset[str]
+    priority: int
+    weight: int
+
+    def serves(self, *, group: str, model: str) -> bool:
+        return model in self.served_models and group in self.groups
+
+    def upstream_model(self, model: str) -> str:
+        return self.model_mapping.get(model, model)
+
+
+_snapshot: dict = {"version": None, "loaded_at": 0.0, "channels": []}
+
+
+def _load() -> list[ChannelInfo]:
+    return [
+        ChannelInfo(
+            id=row.id,
+            type=row.type,
+            name=row.name,
+            base_url=row.base_url,
+            api_key=row.api_key(),
+            served_models=frozenset(row.served_models or ()),
+            model_mapping=dict(row.model_mapping or {}),
+            groups=frozenset(row.groups or ()),
+            priority=row.priority,
+            weight=row.weight,
+        )
+        for row in Channel.objects.filter(status=Channel.Status.ENABLED)
+    ]
+
+
+async def enabled_channels() -> list[ChannelInfo]:
+    version = await cache.aget(VERSION_KEY, 0)
+    fresh = time.monotonic() - _snapshot["loaded_at"] < settings.RELAY_CACHE_SECONDS
+    if _snapshot["version"] != version or not fresh:
+        _snapshot["channels"] = await sync_to_async(_load)()
+        _snapshot["version"] = version
+        _snapshot["loaded_at"] = time.monotonic()
+    return _snapshot["channels"]
+
+
+def forget_channels() -> None:
+    """Make every process reload its channels (called when a channel changes)."""
+    try:
+        cache.incr(VERSION_KEY)
+    except ValueError:
+        cache.set(VERSION_KEY, 1, None)
+    _snapshot["loaded_at"] = 0.0
+
+
+async def channels_for(*, group: str, model: str, types: frozenset[str]) -> list[ChannelInfo]:
+    """Channels to try for the call, in order (priority, then weighted random)."""
+    candidates = [
+        channel
+        for channel in await enabled_channels()
+        if channel.type in types and channel.serves(group=group, model=model)
+    ]
+    return routing_order(candidates)

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from relay import views
+
+urlpatterns = [
+    path("chat/completions", views.chat_completions),
+    path("completions", views.completions),
+    path("embeddings", views.embeddings),
+    path("messages", views.messages),
+    path("models", views.models),
+]

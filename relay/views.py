@@ -1,0 +1,62 @@
+"""The /v1 endpoints: thin async views over relay.proxy."""
+
+import time
+
+from asgiref.sync import sync_to_async
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from billing.models import ModelPrice
+from relay import errors, proxy
+from relay.auth import authenticate
+from relay.errors import RelayError
+from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES
+from relay.routing import enabled_channels
+
+
+def _endpoint(operation: str):
+    @csrf_exempt
+    @require_POST
+    async def view(request):
+        return await proxy.relay(request, operation=operation)
+
+    view.__name__ = operation.replace(".", "_")
+    return view
+
+
+chat_completions = _endpoint(CHAT)
+completions = _endpoint(COMPLETIONS)
+embeddings = _endpoint(EMBEDDINGS)
+messages = _endpoint(MESSAGES)
+
+
+@require_GET
+async def models(request):
+    """The models this key may call: offered to its group, priced, and on its allow-list."""
+    try:
+        key, _ = await authenticate(request)
+    except RelayError as error:
+        return errors.render(error, api=errors.OPENAI)
+    offered = {
+        model
+        for channel in await enabled_channels()
+        if key.group in channel.groups
+        for model in channel.served_models
+        if key.allows_model(model)
+    }
+    priced = await sync_to_async(_priced)(offered)
+    created = int(time.time())
+    return JsonResponse(
+        {
+            "object": "list",
+            "data": [
+                {"id": model, "object": "model", "created": created, "owned_by": "sluice"}
+                for model in sorted(priced)
+            ],
+        }
+    )
+
+
+def _priced(models: set[str]) -> set[str]:
+    return set(ModelPrice.objects.filter(model__in=models).values_list("model", flat=True))
