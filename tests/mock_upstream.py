@@ -231,7 +231,11 @@ class MockUpstream:
         return f"http://127.0.0.1:{self._port}"
 
     async def _serve(self) -> None:
-        app = web.Application(middlewares=[self._record_request])
+        app = web.Application(
+            middlewares=[self._record_request],
+            # Base64 images make large bodies; the real APIs take tens of MB.
+            client_max_size=100 * 1024 * 1024,
+        )
         app.router.add_post("/v1/chat/completions", self._endpoint("openai", self._chat))
         app.router.add_post("/v1/completions", self._endpoint("openai", self._completions))
         app.router.add_post("/v1/embeddings", self._endpoint("openai", self._embeddings))

@@ -16,7 +16,6 @@ import pytest
 from tests.mock_upstream import DEFAULT_KEY, MockUpstream, embedding_vector
 
 # Provides the `mock_upstream` fixture here even before a conftest imports it.
-pytest_plugins = ["tests.mock_upstream"]
 
 WEATHER_TOOL = {
     "type": "function",

@@ -1,0 +1,10 @@
+.PHONY: run test lint
+
+run:  ## install and run the service (embedded: SQLite, no other service)
+	scripts/run
+
+test:  ## install test dependencies and run every test
+	scripts/test
+
+lint:
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .

@@ -1,0 +1,274 @@
+"""Shared fixtures: the named people, channels to the mock upstream, and the running relay.
+
+The relay is served for real: uvicorn runs ``config.asgi.application`` in a thread of the test
+process, on a loopback port, against the test database; the mock upstream (tests/mock_upstream)
+is another loopback server. Tests that call it use ``transactional_db`` so the server's own
+connections see their rows.
+
+``REQUIRE_SERVICES=1`` (CI) turns a missing PostgreSQL or Redis from a skip into a failure.
+"""
+
+import os
+import socket
+import threading
+import time
+
+import anthropic
+import openai
+import pytest
+import uvicorn
+from django.core.cache import cache
+from django.db import connection
+
+from accounts.services import create_api_key, create_user
+from billing import services as billing
+from billing.default_prices import load_default_prices
+from billing.models import ModelPrice
+from relay import routing
+from relay.models import Channel
+from tests.mock_upstream import mock_upstream  # noqa: F401 (a fixture)
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+UPSTREAM_KEY = "upstream-test-key"
+ALICE_CREDIT = 10_000_000  # quota units: $20
+
+
+def need_service(name: str, reason: str) -> None:
+    """Skip a test whose service is missing, or fail it when CI requires services."""
+    message = f"{name} is not available: {reason}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("postgres"):
+            item.fixturenames.insert(0, "require_postgres")
+
+
+@pytest.fixture
+def require_postgres():
+    if connection.vendor != "postgresql":
+        need_service("PostgreSQL", "run with DATABASE_URL pointing at PostgreSQL (make test)")
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError as problem:
+        need_service("Redis", str(problem))
+    return url
+
+
+@pytest.fixture(autouse=True)
+def shipped_prices(request):
+    """The default price table, as a migrated site has it (a transactional test's flush
+    empties every table, data migrations' rows included)."""
+    uses_db = request.node.get_closest_marker("django_db") or {"db", "transactional_db"} & set(
+        request.fixturenames
+    )
+    if uses_db:
+        request.getfixturevalue("db" if "db" in request.fixturenames else "transactional_db")
+        load_default_prices(ModelPrice)
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches():
+    """Cached keys, prices and channels must not leak from one test's database to the next."""
+    cache.clear()
+    routing.forget_channels()
+    yield
+    cache.clear()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ServerThread:
+    """uvicorn serving the ASGI app in a background thread."""
+
+    def __init__(self, app: str = "config.asgi:application"):
+        self.port = free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            )
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ServerThread":
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the relay server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def relay_server():
+    server = ServerThread().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def relay_url(relay_server, transactional_db) -> str:
+    """Base URL of the running relay (without /v1), with committed test data visible to it."""
+    return relay_server.url
+
+
+# --- The named people ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def alice(db):
+    """A user with $20 of credit."""
+    user = create_user(username="alice", password="alice-password", email="alice@example.com")
+    billing.grant(user=user, amount=ALICE_CREDIT, note="test credit")
+    return user
+
+
+@pytest.fixture
+def bob(db):
+    """Another user, who must never see alice's things."""
+    user = create_user(username="bob", password="bob-password")
+    billing.grant(user=user, amount=ALICE_CREDIT, note="test credit")
+    return user
+
+
+@pytest.fixture
+def carol(db):
+    """A reseller."""
+    user = create_user(username="carol", password="carol-password", group="reseller")
+    billing.grant(user=user, amount=ALICE_CREDIT, note="test credit")
+    return user
+
+
+@pytest.fixture
+def ops(db):
+    """An operator."""
+    return create_user(username="ops", password="ops-password", is_staff=True)
+
+
+@pytest.fixture
+def alice_key(alice) -> str:
+    """Alice's unlimited key, in clear."""
+    _, key = create_api_key(user=alice, name="alice's key")
+    return key
+
+
+# --- Channels to the mock upstream ---------------------------------------------------------
+
+
+def add_channel(
+    upstream_url: str,
+    *,
+    type="openai",
+    name=None,
+    models=(),
+    key=UPSTREAM_KEY,
+    groups=("default", "reseller"),
+    **fields,
+) -> Channel:
+    """A channel to a mock upstream (fields: priority, weight, model_mapping, status...)."""
+    channel = Channel(
+        type=type,
+        name=name or f"{type} mock",
+        base_url=upstream_url,
+        served_models=list(models),
+        groups=list(groups),
+        **fields,
+    )
+    channel.set_key(key)
+    channel.save()
+    return channel
+
+
+OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct")
+ANTHROPIC_MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5")
+
+
+@pytest.fixture
+def openai_channel(mock_upstream, db) -> Channel:  # noqa: F811
+    return add_channel(mock_upstream.url, models=OPENAI_MODELS)
+
+
+@pytest.fixture
+def anthropic_channel(mock_upstream, db) -> Channel:  # noqa: F811
+    return add_channel(mock_upstream.url, type="anthropic", models=ANTHROPIC_MODELS)
+
+
+@pytest.fixture
+def make_openai(relay_url):
+    def make(key: str, **options) -> openai.OpenAI:
+        return openai.OpenAI(
+            base_url=f"{relay_url}/v1",
+            api_key=key,
+            max_retries=options.pop("max_retries", 0),
+            **options,
+        )
+
+    return make
+
+
+@pytest.fixture
+def make_anthropic(relay_url):
+    def make(key: str, **options) -> anthropic.Anthropic:
+        return anthropic.Anthropic(
+            base_url=relay_url, api_key=key, max_retries=options.pop("max_retries", 0), **options
+        )
+
+    return make
+
+
+def eventually(check, *, timeout: float = 10.0):
+    """Poll until ``check()`` is truthy and return its value (a stream is settled just after
+    its last event reaches the client, so a test that read to the end waits a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+def settled_usage(count: int = 1):
+    """The journal rows, once ``count`` calls have settled."""
+    from billing.models import UsageLog
+
+    rows = eventually(
+        lambda: (
+            len(UsageLog.objects.all()[:count]) >= count and list(UsageLog.objects.order_by("id"))
+        )
+    )
+    assert rows, f"expected {count} settled call(s)"
+    return rows
+
+
+@pytest.fixture
+def books_balance():
+    """Assert that every user's and key's books balance (billing.services.reconcile)."""
+
+    def check():
+        problems = billing.reconcile()
+        assert problems == [], "\n".join(map(str, problems))
+
+    return check

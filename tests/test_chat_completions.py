@@ -1,0 +1,215 @@
+"""POST /v1/chat/completions through the official openai SDK, billed exactly."""
+
+import base64
+import math
+
+import pytest
+
+from accounts.models import User
+from billing.models import Hold, ModelPrice, UsageLog
+from tests.conftest import ALICE_CREDIT, settled_usage
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HELLO = [{"role": "user", "content": "Say hello"}]
+
+
+def gpt4o_cost(*, prompt: int, completion: int, cached: int = 0) -> int:
+    """What gpt-4o costs at the shipped list price: ratio 1.25, completion ×4, cache ×0.5."""
+    price = ModelPrice.objects.get(model="gpt-4o")
+    weighted = (
+        (prompt - cached) + cached * price.cache_read_ratio + completion * price.completion_ratio
+    )
+    return math.ceil(weighted * price.model_ratio)
+
+
+def test_it_answers_and_charges_the_listed_price(
+    alice, alice_key, openai_channel, make_openai, mock_upstream, books_balance
+):
+    answer = make_openai(alice_key).chat.completions.create(model="gpt-4o", messages=HELLO)
+
+    assert answer.choices[0].message.content == "hello hello hello "
+    assert answer.usage.prompt_tokens == 11 and answer.usage.completion_tokens == 3
+    expected = gpt4o_cost(prompt=11, completion=3)
+    log = UsageLog.objects.get()
+    assert (log.model, log.input_tokens, log.output_tokens, log.quota) == (
+        "gpt-4o",
+        11,
+        3,
+        expected,
+    )
+    assert log.status == "success" and not log.is_stream
+    alice.refresh_from_db()
+    assert alice.quota == ALICE_CREDIT - expected
+    assert alice.used_quota == expected and alice.request_count == 1
+    assert Hold.objects.get().status == Hold.Status.SETTLED
+    # The upstream got the channel's key, not alice's.
+    assert mock_upstream.requests[-1]["headers"]["authorization"] == "Bearer upstream-test-key"
+    books_balance()
+
+
+def test_cached_input_is_billed_at_the_cache_read_ratio(
+    alice, alice_key, openai_channel, make_openai, mock_upstream
+):
+    mock_upstream.script(
+        {"usage": {"prompt_tokens": 1000, "prompt_tokens_details": {"cached_tokens": 800}}}
+    )
+    make_openai(alice_key).chat.completions.create(model="gpt-4o", messages=HELLO)
+
+    log = UsageLog.objects.get()
+    assert (log.input_tokens, log.cached_input_tokens) == (200, 800)
+    assert log.quota == gpt4o_cost(prompt=1000, completion=3, cached=800)
+
+
+def test_a_stream_arrives_in_pieces_and_is_billed_from_upstream_usage(
+    alice, alice_key, openai_channel, make_openai, mock_upstream, books_balance
+):
+    mock_upstream.script({"chunks": 5})
+    stream = make_openai(alice_key).chat.completions.create(
+        model="gpt-4o", messages=HELLO, stream=True
+    )
+    chunks = list(stream)
+
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "hello " * 5
+    # The client did not ask for usage, so the usage chunk Sluice asked for is withheld...
+    assert all(c.choices for c in chunks)
+    # ...but the upstream was asked for it, and the bill uses it.
+    assert mock_upstream.requests[-1]["json"]["stream_options"] == {"include_usage": True}
+    [log] = settled_usage()
+    assert log.is_stream and (log.input_tokens, log.output_tokens) == (11, 5)
+    assert log.quota == gpt4o_cost(prompt=11, completion=5)
+    books_balance()
+
+
+def test_a_stream_with_include_usage_ends_with_the_usage_chunk(
+    alice, alice_key, openai_channel, make_openai
+):
+    stream = make_openai(alice_key).chat.completions.create(
+        model="gpt-4o", messages=HELLO, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.prompt_tokens == 11 and chunks[-1].usage.completion_tokens == 3
+
+
+def test_the_stream_is_sent_as_server_sent_events_without_buffering(
+    alice, alice_key, openai_channel, relay_url
+):
+    import httpx
+
+    with httpx.stream(
+        "POST",
+        f"{relay_url}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {alice_key}"},
+        json={"model": "gpt-4o", "messages": HELLO, "stream": True},
+    ) as response:
+        body = response.read()
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["x-accel-buffering"] == "no"
+    assert "content-length" not in response.headers
+    assert body.rstrip().endswith(b"data: [DONE]")
+
+
+def test_tool_calls_pass_through_both_ways(
+    alice, alice_key, openai_channel, make_openai, mock_upstream
+):
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather in a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    client = make_openai(alice_key)
+    asked = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+    answer = client.chat.completions.create(model="gpt-4o", messages=asked, tools=tools)
+    call = answer.choices[0].message.tool_calls[0]
+    assert (call.function.name, call.function.arguments) == ("get_weather", '{"city": "Paris"}')
+    assert answer.choices[0].finish_reason == "tool_calls"
+    assert mock_upstream.requests[-1]["json"]["tools"] == tools
+
+    stream = client.chat.completions.create(
+        model="gpt-4o", messages=asked, tools=tools, stream=True
+    )
+    arguments = "".join(
+        c.choices[0].delta.tool_calls[0].function.arguments or ""
+        for c in stream
+        if c.choices and c.choices[0].delta.tool_calls
+    )
+    assert arguments == '{"city": "Paris"}'
+
+
+def test_an_image_larger_than_djangos_form_limit_goes_through(
+    alice, alice_key, openai_channel, make_openai, mock_upstream
+):
+    image = base64.b64encode(b"\x89PNG" + b"\0" * 3_000_000).decode()  # ~4 MB as base64
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},
+            ],
+        }
+    ]
+    answer = make_openai(alice_key).chat.completions.create(model="gpt-4o", messages=messages)
+
+    assert answer.choices[0].message.content
+    sent = mock_upstream.requests[-1]["json"]["messages"][0]["content"][1]
+    assert sent["image_url"]["url"].endswith(image[-20:])
+
+
+def test_a_mapped_model_is_priced_by_the_name_the_client_asked_for(
+    alice, alice_key, mock_upstream, make_openai
+):
+    from tests.conftest import add_channel
+
+    add_channel(
+        mock_upstream.url,
+        models=["gpt-4o-mini"],
+        model_mapping={"gpt-4o-mini": "cheap-upstream-model"},
+    )
+    make_openai(alice_key).chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+
+    assert mock_upstream.requests[-1]["json"]["model"] == "cheap-upstream-model"
+    log = UsageLog.objects.get()
+    assert (log.model, log.upstream_model) == ("gpt-4o-mini", "cheap-upstream-model")
+    price = ModelPrice.objects.get(model="gpt-4o-mini")
+    assert log.quota == math.ceil((11 + 3 * price.completion_ratio) * price.model_ratio)
+
+
+def test_a_group_ratio_multiplies_the_charge(alice, alice_key, openai_channel, make_openai):
+    from billing.models import GroupRatio
+
+    GroupRatio.objects.create(name="default", ratio="0.5")
+    make_openai(alice_key).chat.completions.create(model="gpt-4o", messages=HELLO)
+
+    assert UsageLog.objects.get().quota == math.ceil(gpt4o_cost(prompt=11, completion=3) * 0.5)
+
+
+def test_a_free_model_costs_nothing_but_is_logged(alice, alice_key, openai_channel, make_openai):
+    ModelPrice.objects.filter(model="gpt-4o").update(is_free=True)
+    make_openai(alice_key).chat.completions.create(model="gpt-4o", messages=HELLO)
+
+    assert UsageLog.objects.get().quota == 0
+    assert User.objects.get(id=alice.id).quota == ALICE_CREDIT
+
+
+def test_no_prompt_or_answer_text_is_stored(alice, alice_key, openai_channel, make_openai):
+    from django.db import connection
+
+    secret_prompt = "my-very-private-prompt-words"
+    make_openai(alice_key).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": secret_prompt}]
+    )
+    with connection.cursor() as cursor:
+        for table in connection.introspection.table_names():
+            cursor.execute(f'SELECT * FROM "{table}"')
+            for row in cursor.fetchall():
+                assert secret_prompt not in repr(row) and "hello hello" not in repr(row)
