@@ -7,6 +7,7 @@ from relay.models import Channel
 
 
 class ChannelForm(forms.ModelForm):
+    base_url = forms.URLField(assume_scheme="https", help_text=Channel.base_url.field.help_text)
     key = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False),
