@@ -8,13 +8,13 @@ not cached: the conditional UPDATE of a hold checks them in the database every c
 from dataclasses import dataclass
 from datetime import datetime
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
 from accounts import secrets as key_secrets
 from accounts.models import ApiKey, ip_in
+from relay import database
 from relay.errors import RelayError
 
 
@@ -65,7 +65,7 @@ async def find_key(key: str) -> KeyInfo | None:
     cache_key = key_cache_key(lookup_hash)
     info = await cache.aget(cache_key)
     if info is None:
-        info = await sync_to_async(_load)(lookup_hash)
+        info = await database.run(_load, lookup_hash)
         if info is None:
             return None
         await cache.aset(cache_key, info, settings.RELAY_CACHE_SECONDS)

@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import httpx
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
 from billing import services as billing
 from billing.models import Hold, UsageLog
 from billing.pricing import Price, TokenUsage, group_ratio_for, price_for
-from relay import conversions, errors, tokens, upstream
+from relay import conversions, database, errors, tokens, upstream
 from relay.auth import KeyInfo, authenticate
 from relay.errors import RelayError
 from relay.providers import provider_for
@@ -97,7 +96,7 @@ class Call:
 
     async def _close_once(self, work, *args) -> None:
         if self._closing is None:
-            self._closing = asyncio.ensure_future(sync_to_async(work)(*args))
+            self._closing = asyncio.ensure_future(database.run(work, *args))
         try:
             await asyncio.shield(self._closing)
         except asyncio.CancelledError:
@@ -161,7 +160,7 @@ async def _admit(request, operation: str) -> Call:
             code="model_not_allowed",
             retry=False,
         )
-    price = await sync_to_async(price_for)(model)
+    price = await database.run(price_for, model)
     if price is None:
         raise RelayError(
             404,
@@ -177,7 +176,7 @@ async def _admit(request, operation: str) -> Call:
         stream=bool(body.get("stream")) and operation != EMBEDDINGS,
         client_ip=ip,
         price=price,
-        group_ratio=await sync_to_async(group_ratio_for)(key.group),
+        group_ratio=await database.run(group_ratio_for, key.group),
         input_tokens=_count_input(operation, body, model),
         client_headers={
             name: value
@@ -200,7 +199,8 @@ async def _admit(request, operation: str) -> Call:
         group_ratio=call.group_ratio,
     )
     try:
-        call.hold = await sync_to_async(billing.reserve_quota)(
+        call.hold = await database.run(
+            billing.reserve_quota,
             user_id=key.user_id,
             api_key_id=key.id,
             unlimited_key=key.unlimited_quota,

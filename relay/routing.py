@@ -8,10 +8,10 @@ keys in this process's memory only, never in the shared cache.
 import time
 from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 
+from relay import database
 from relay.models import Channel, routing_order
 
 VERSION_KEY = "channels:version"
@@ -62,7 +62,7 @@ async def enabled_channels() -> list[ChannelInfo]:
     version = await cache.aget(VERSION_KEY, 0)
     fresh = time.monotonic() - _snapshot["loaded_at"] < settings.RELAY_CACHE_SECONDS
     if _snapshot["version"] != version or not fresh:
-        _snapshot["channels"] = await sync_to_async(_load)()
+        _snapshot["channels"] = await database.run(_load)
         _snapshot["version"] = version
         _snapshot["loaded_at"] = time.monotonic()
     return _snapshot["channels"]

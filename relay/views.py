@@ -2,13 +2,12 @@
 
 import time
 
-from asgiref.sync import sync_to_async
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from billing.models import ModelPrice
-from relay import errors, proxy
+from relay import database, errors, proxy
 from relay.auth import authenticate
 from relay.errors import RelayError
 from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES
@@ -45,7 +44,7 @@ async def models(request):
         for model in channel.served_models
         if key.allows_model(model)
     }
-    priced = await sync_to_async(_priced)(offered)
+    priced = await database.run(_priced, offered)
     created = int(time.time())
     return JsonResponse(
         {

@@ -24,10 +24,12 @@ def gpt4o() -> Price:
 def test_one_ratio_is_one_quota_per_token_and_rounds_up_once():
     price = Price("m", Decimal("1"), Decimal("1"), Decimal("1"), Decimal("1"), None, False, None)
     assert price.charge(TokenUsage(input_tokens=1000), Decimal(1)) == 1000  # $0.002 per 1K
-    cheap = Price("m", Decimal("0.075"), Decimal("4"), Decimal("0.5"), Decimal("1.25"), None,
-                  False, None)
-    usage = TokenUsage(input_tokens=10, cached_input_tokens=7, cache_write_tokens=3,
-                       output_tokens=5)
+    cheap = Price(
+        "m", Decimal("0.075"), Decimal("4"), Decimal("0.5"), Decimal("1.25"), None, False, None
+    )
+    usage = TokenUsage(
+        input_tokens=10, cached_input_tokens=7, cache_write_tokens=3, output_tokens=5
+    )
     # 0.075 × (10 + 7×0.5 + 3×1.25 + 5×4) = 0.075 × 37.25 = 2.79375 -> 3
     assert cheap.charge(usage, Decimal(1)) == 3
     assert cheap.charge(usage, Decimal("2")) == 6  # 5.5875 -> 6
@@ -53,7 +55,10 @@ def test_the_estimate_uses_max_tokens_or_the_models_output_estimate(settings):
 def test_the_shipped_table_prices_known_models_at_list_price():
     row = ModelPrice.objects.get(model="claude-sonnet-4-5")  # $3 in, $15 out, $0.30 cached
     assert (row.model_ratio, row.completion_ratio, row.cache_read_ratio) == (
-        Decimal("1.5"), Decimal("5"), Decimal("0.1"))
+        Decimal("1.5"),
+        Decimal("5"),
+        Decimal("0.1"),
+    )
     assert price_for("no-such-model") is None
 
 
@@ -67,16 +72,18 @@ def test_a_grant_moves_the_balance_with_its_ledger_row(alice, ops):
 
 def test_a_hold_takes_from_balance_and_key_and_settles_to_the_exact_cost(alice, books_balance):
     key, _ = create_api_key(user=alice, quota=50_000)
-    hold = services.reserve_quota(user_id=alice.id, api_key_id=key.id, unlimited_key=False,
-                                  amount=10_000)
+    hold = services.reserve_quota(
+        user_id=alice.id, api_key_id=key.id, unlimited_key=False, amount=10_000
+    )
     alice.refresh_from_db()
     key.refresh_from_db()
     assert (alice.quota, key.remaining_quota) == (10_000_000 - 10_000, 40_000)
     books_balance()
 
     usage = TokenUsage(input_tokens=100, output_tokens=50)
-    log = services.settle_hold(hold=hold, price=gpt4o(), group_ratio=Decimal(1), usage=usage,
-                               call=CALL)
+    log = services.settle_hold(
+        hold=hold, price=gpt4o(), group_ratio=Decimal(1), usage=usage, call=CALL
+    )
     cost = 375  # 1.25 × (100 + 50×4)
     assert (log.quota, log.key_quota) == (cost, cost)
     alice.refresh_from_db()
@@ -89,13 +96,19 @@ def test_a_hold_takes_from_balance_and_key_and_settles_to_the_exact_cost(alice, 
 
 def test_a_hold_is_settled_exactly_once(alice, alice_key, books_balance):
     key = ApiKey.objects.find(alice_key).get()
-    hold = services.reserve_quota(user_id=alice.id, api_key_id=key.id, unlimited_key=True,
-                                  amount=1000)
+    hold = services.reserve_quota(
+        user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=1000
+    )
     usage = TokenUsage(input_tokens=100)
-    assert services.settle_hold(hold=hold, price=gpt4o(), group_ratio=Decimal(1), usage=usage,
-                                call=CALL)
-    assert services.settle_hold(hold=hold, price=gpt4o(), group_ratio=Decimal(1), usage=usage,
-                                call=CALL) is None
+    assert services.settle_hold(
+        hold=hold, price=gpt4o(), group_ratio=Decimal(1), usage=usage, call=CALL
+    )
+    assert (
+        services.settle_hold(
+            hold=hold, price=gpt4o(), group_ratio=Decimal(1), usage=usage, call=CALL
+        )
+        is None
+    )
     assert not services.release_hold(hold_id=hold.id)
     assert UsageLog.objects.count() == 1
     assert User.objects.get(id=alice.id).quota == 10_000_000 - 125
@@ -104,8 +117,9 @@ def test_a_hold_is_settled_exactly_once(alice, alice_key, books_balance):
 
 def test_a_released_hold_gives_everything_back(alice, books_balance):
     key, _ = create_api_key(user=alice, quota=5000)
-    hold = services.reserve_quota(user_id=alice.id, api_key_id=key.id, unlimited_key=False,
-                                  amount=4000)
+    hold = services.reserve_quota(
+        user_id=alice.id, api_key_id=key.id, unlimited_key=False, amount=4000
+    )
     assert services.release_hold(hold_id=hold.id)
     assert not services.release_hold(hold_id=hold.id)
     alice.refresh_from_db()
@@ -118,12 +132,12 @@ def test_a_released_hold_gives_everything_back(alice, books_balance):
 def test_no_hold_when_the_balance_or_the_key_cannot_cover_it(alice, books_balance):
     key, _ = create_api_key(user=alice, quota=100)
     with pytest.raises(services.InsufficientQuota) as refused:
-        services.reserve_quota(user_id=alice.id, api_key_id=key.id, unlimited_key=False,
-                               amount=101)
+        services.reserve_quota(user_id=alice.id, api_key_id=key.id, unlimited_key=False, amount=101)
     assert refused.value.limit == "key"
     with pytest.raises(services.InsufficientQuota) as refused:
-        services.reserve_quota(user_id=alice.id, api_key_id=key.id, unlimited_key=True,
-                               amount=10_000_001)
+        services.reserve_quota(
+            user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=10_000_001
+        )
     assert refused.value.limit == "balance"
     # Neither attempt left anything behind: the balance decrement rolled back with the key's.
     alice.refresh_from_db()
@@ -135,8 +149,7 @@ def test_no_hold_once_the_balance_is_at_or_below_zero(alice, alice_key):
     key = ApiKey.objects.find(alice_key).get()
     services.grant(user=alice, amount=-10_000_000)
     with pytest.raises(services.InsufficientQuota):
-        services.reserve_quota(user_id=alice.id, api_key_id=key.id, unlimited_key=True,
-                               amount=1)
+        services.reserve_quota(user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=1)
 
 
 def test_an_overrun_may_take_the_balance_below_zero_but_the_books_still_balance(
@@ -144,22 +157,31 @@ def test_an_overrun_may_take_the_balance_below_zero_but_the_books_still_balance(
 ):
     key = ApiKey.objects.find(alice_key).get()
     services.grant(user=alice, amount=-(10_000_000 - 200))
-    hold = services.reserve_quota(user_id=alice.id, api_key_id=key.id, unlimited_key=True,
-                                  amount=200)
-    services.settle_hold(hold=hold, price=gpt4o(), group_ratio=Decimal(1),
-                         usage=TokenUsage(input_tokens=100, output_tokens=100), call=CALL)
+    hold = services.reserve_quota(
+        user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=200
+    )
+    services.settle_hold(
+        hold=hold,
+        price=gpt4o(),
+        group_ratio=Decimal(1),
+        usage=TokenUsage(input_tokens=100, output_tokens=100),
+        call=CALL,
+    )
     alice.refresh_from_db()
     assert alice.quota == 200 - 625
     books_balance()
 
 
-def test_expired_holds_are_released_and_a_late_settle_still_charges_once(alice, alice_key,
-                                                                          books_balance):
+def test_expired_holds_are_released_and_a_late_settle_still_charges_once(
+    alice, alice_key, books_balance
+):
     key = ApiKey.objects.find(alice_key).get()
-    hold = services.reserve_quota(user_id=alice.id, api_key_id=key.id, unlimited_key=True,
-                                  amount=1000)
-    fresh = services.reserve_quota(user_id=alice.id, api_key_id=key.id, unlimited_key=True,
-                                   amount=10)
+    hold = services.reserve_quota(
+        user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=1000
+    )
+    fresh = services.reserve_quota(
+        user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=10
+    )
     Hold.objects.filter(id=hold.id).update(expires_at=timezone.now() - timedelta(seconds=1))
 
     assert services.release_expired_holds() == 1
@@ -167,8 +189,13 @@ def test_expired_holds_are_released_and_a_late_settle_still_charges_once(alice, 
     assert User.objects.get(id=alice.id).quota == 10_000_000 - 10
     books_balance()
     # The call did finish after all: it is charged in full, from the balance, exactly once.
-    services.settle_hold(hold=hold, price=gpt4o(), group_ratio=Decimal(1),
-                         usage=TokenUsage(input_tokens=100), call=CALL)
+    services.settle_hold(
+        hold=hold,
+        price=gpt4o(),
+        group_ratio=Decimal(1),
+        usage=TokenUsage(input_tokens=100),
+        call=CALL,
+    )
     assert User.objects.get(id=alice.id).quota == 10_000_000 - 10 - 125
     books_balance()
 
@@ -178,7 +205,9 @@ def test_a_key_limit_change_is_ledgered_for_the_key(alice, books_balance):
     services.set_key_limit(api_key=key, remaining=700)
     services.set_key_limit(api_key=key, remaining=300)
     assert list(LedgerEntry.objects.filter(api_key=key).values_list("key_amount", flat=True)) == [
-        -400, 700]
+        -400,
+        700,
+    ]
     assert not key.unlimited_quota and key.remaining_quota == 300
     books_balance()
 

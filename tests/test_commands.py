@@ -20,29 +20,77 @@ def run(*args) -> str:
 
 
 def test_a_site_is_bootstrapped_from_the_command_line():
-    run("create_user", "dave", "--password", "dave-password-1", "--email", "d@example.com",
-        "--group", "vip")
+    run(
+        "create_user",
+        "dave",
+        "--password",
+        "dave-password-1",
+        "--email",
+        "d@example.com",
+        "--group",
+        "vip",
+    )
     run("grant", "dave", "2500000", "--note", "welcome")
-    run("add_channel", "--type", "anthropic", "--name", "claude", "--base-url",
-        "http://127.0.0.1:9", "--key", "upstream-secret", "--models", "claude-haiku-4-5,x",
-        "--priority", "5", "--weight", "3", "--groups", "vip,default",
-        "--mapping", '{"x": "y"}')
+    run(
+        "add_channel",
+        "--type",
+        "anthropic",
+        "--name",
+        "claude",
+        "--base-url",
+        "http://127.0.0.1:9",
+        "--key",
+        "upstream-secret",
+        "--models",
+        "claude-haiku-4-5,x",
+        "--priority",
+        "5",
+        "--weight",
+        "3",
+        "--groups",
+        "vip,default",
+        "--mapping",
+        '{"x": "y"}',
+    )
     run("set_price", "x", "--ratio", "0.5", "--completion-ratio", "3", "--per-call", "100")
-    key = run("create_key", "dave", "--name", "ci", "--quota", "1000", "--expires",
-              "2030-01-01T00:00:00Z", "--models", "x", "--ips", "10.0.0.0/8").strip()
+    key = run(
+        "create_key",
+        "dave",
+        "--name",
+        "ci",
+        "--quota",
+        "1000",
+        "--expires",
+        "2030-01-01T00:00:00Z",
+        "--models",
+        "x",
+        "--ips",
+        "10.0.0.0/8",
+    ).strip()
 
     dave = User.objects.get(username="dave")
-    assert (dave.group, dave.quota, dave.check_password("dave-password-1")) == ("vip", 2_500_000,
-                                                                                True)
+    assert (dave.group, dave.quota, dave.check_password("dave-password-1")) == (
+        "vip",
+        2_500_000,
+        True,
+    )
     assert LedgerEntry.objects.get(user=dave, amount=2_500_000).note == "welcome"
     channel = Channel.objects.get(name="claude")
-    assert (channel.type, channel.served_models, channel.groups, channel.priority,
-            channel.weight, channel.model_mapping) == (
-        "anthropic", ["claude-haiku-4-5", "x"], ["vip", "default"], 5, 3, {"x": "y"})
+    assert (
+        channel.type,
+        channel.served_models,
+        channel.groups,
+        channel.priority,
+        channel.weight,
+        channel.model_mapping,
+    ) == ("anthropic", ["claude-haiku-4-5", "x"], ["vip", "default"], 5, 3, {"x": "y"})
     assert channel.api_key() == "upstream-secret"
     price = ModelPrice.objects.get(model="x")
     assert (str(price.model_ratio), str(price.completion_ratio), price.per_call_quota) == (
-        "0.500000", "3.000000", 100)
+        "0.500000",
+        "3.000000",
+        100,
+    )
     api_key = ApiKey.objects.find(key).get()
     assert (api_key.name, api_key.unlimited_quota, api_key.remaining_quota) == ("ci", False, 1000)
     assert api_key.allowed_models == ["x"] and api_key.allowed_ips == ["10.0.0.0/8"]
@@ -65,8 +113,19 @@ def test_bad_input_is_refused_clearly(alice):
     with pytest.raises(CommandError, match="already exists"):
         run("create_user", "alice")
     with pytest.raises(CommandError, match="JSON"):
-        run("add_channel", "--name", "n", "--base-url", "http://127.0.0.1:9", "--key", "k",
-            "--models", "m", "--mapping", "[1]")
+        run(
+            "add_channel",
+            "--name",
+            "n",
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--key",
+            "k",
+            "--models",
+            "m",
+            "--mapping",
+            "[1]",
+        )
     with pytest.raises(CommandError, match="ISO 8601"):
         run("create_key", "alice", "--expires", "tomorrow")
 

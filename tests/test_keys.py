@@ -78,8 +78,13 @@ def test_access_log_lines_lose_their_keys():
 
 def test_the_log_filter_rewrites_records_with_arguments():
     record = logging.LogRecord(
-        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
-        ("127.0.0.1:1", "GET", "/v1/models?key=sk-" + "x" * 48, "1.1", 200), None,
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:1", "GET", "/v1/models?key=sk-" + "x" * 48, "1.1", 200),
+        None,
     )
     RedactSecrets().filter(record)
     assert "x" * 48 not in record.getMessage()

@@ -1,0 +1,21 @@
+"""Database work from the async relay: in a worker thread, connection returned at once.
+
+Django keeps a thread's connection until the request ends, which for a relayed call means for
+the whole upstream answer, maybe minutes. Returning it to the pool as soon as each burst of
+queries is done lets a pool of a few connections serve hundreds of calls in flight.
+"""
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+
+
+def _run_and_release(function, args, kwargs):
+    try:
+        return function(*args, **kwargs)
+    finally:
+        close_old_connections()
+
+
+async def run(function, /, *args, **kwargs):
+    """``function(*args, **kwargs)`` in a thread, its database connection released after."""
+    return await sync_to_async(_run_and_release)(function, args, kwargs)

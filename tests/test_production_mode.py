@@ -1,0 +1,151 @@
+"""Production mode, started as README describes: PostgreSQL, Redis, Celery, several workers."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from accounts.models import ApiKey
+from billing import services as billing
+from billing.models import Hold, UsageLog
+from tests.conftest import eventually, free_port
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def database_url() -> str:
+    s = connection.settings_dict
+    user, host, port = s["USER"] or "postgres", s["HOST"] or "127.0.0.1", s["PORT"] or 5432
+    return f"postgresql://{user}@{host}:{port}/{s['NAME']}"
+
+
+@pytest.fixture
+def production_env(redis_url):
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    env = dict(
+        os.environ,
+        DATABASE_URL=database_url(),
+        REDIS_URL=redis_url,
+        HOLD_SWEEP_SECONDS="1",
+        DATABASE_POOL_MAX="4",
+    )
+    return env
+
+
+def start(args, env) -> subprocess.Popen:
+    return subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen) -> str:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return process.stderr.read().decode(errors="replace")[-3000:]
+
+
+def test_the_production_stack_relays_bills_and_sweeps_holds(
+    production_env, alice, alice_key, openai_channel, mock_upstream, books_balance
+):
+    port = free_port()
+    server = start(
+        [
+            str(BIN / "uvicorn"),
+            "config.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+        ],
+        production_env,
+    )
+    worker = start(
+        [
+            str(BIN / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-B",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "warning",
+        ],
+        production_env,
+    )
+    try:
+
+        def up():
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/v1/models").status_code == 401
+            except httpx.HTTPError:
+                return False
+
+        assert eventually(up, timeout=30), "the server did not come up"
+
+        # A hold left open by a worker that died long ago: beat's sweep must release it.
+        key = ApiKey.objects.find(alice_key).get()
+        orphan = billing.reserve_quota(
+            user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=777
+        )
+        Hold.objects.filter(id=orphan.id).update(expires_at=timezone.now() - timedelta(1))
+
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key=alice_key, max_retries=0
+        )
+        for _ in range(6):
+            answer = client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+            )
+            assert answer.choices[0].message.content == "hello hello hello "
+        chunks = list(
+            client.chat.completions.create(
+                model="gpt-4o",
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
+        assert chunks[-1].usage.completion_tokens == 3
+
+        assert eventually(lambda: UsageLog.objects.count() == 7), UsageLog.objects.count()
+        assert eventually(
+            lambda: Hold.objects.get(id=orphan.id).status == Hold.Status.RELEASED, timeout=30
+        ), "beat did not release the expired hold"
+        books_balance()
+    finally:
+        server_log = stop(server)
+        worker_log = stop(worker)
+    assert "Traceback" not in server_log, server_log
+    assert "Traceback" not in worker_log, worker_log
