@@ -99,7 +99,13 @@ class ServerThread:
         self.port = free_port()
         self.server = uvicorn.Server(
             uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                lifespan="on",
+                # Client IPs are Sluice's business (TRUSTED_PROXIES), not uvicorn's.
+                proxy_headers=False,
             )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)

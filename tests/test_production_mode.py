@@ -86,6 +86,7 @@ def test_the_production_stack_relays_bills_and_sweeps_holds(
             "--http",
             "httptools",
             "--no-access-log",
+            "--no-proxy-headers",
         ],
         production_env,
     )
