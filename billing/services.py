@@ -84,14 +84,15 @@ def reserve_quota(*, user_id: int, api_key_id: int, unlimited_key: bool, amount:
     """
     now = timezone.now()
     with transaction.atomic():
-        if amount > 0:
-            taken = User.objects.filter(id=user_id, quota__gte=amount, quota__gt=0).update(
-                quota=F("quota") - amount
-            )
-            if not taken:
-                raise InsufficientQuota("balance")
+        # Checked even for a zero amount (a free model): nothing is placed once a balance is
+        # at or below zero.
+        taken = User.objects.filter(id=user_id, quota__gte=amount, quota__gt=0).update(
+            quota=F("quota") - amount
+        )
+        if not taken:
+            raise InsufficientQuota("balance")
         key_amount = 0 if unlimited_key else amount
-        if key_amount:
+        if not unlimited_key:
             taken = ApiKey.objects.filter(
                 id=api_key_id, remaining_quota__gte=key_amount, remaining_quota__gt=0
             ).update(remaining_quota=F("remaining_quota") - key_amount)

@@ -17,6 +17,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -30,7 +31,7 @@ from relay.auth import KeyInfo, authenticate
 from relay.errors import RelayError
 from relay.providers import provider_for
 from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES
-from relay.routing import ChannelInfo, channels_for
+from relay.routing import ChannelInfo, channels_for, enabled_channels
 from relay.streams import EventParser, Translator, anthropic_sse, openai_sse, translator_for
 
 logger = logging.getLogger(__name__)
@@ -186,9 +187,16 @@ async def _admit(request, operation: str) -> Call:
     )
     channels = await channels_for(group=key.group, model=model, types=SERVABLE_BY[operation])
     if not channels:
+        # A model offered only by channels that cannot do this operation (a Claude model on
+        # /v1/embeddings) is usable elsewhere: say so rather than that nobody offers it.
+        offered = any(
+            channel.serves(group=key.group, model=model) for channel in await enabled_channels()
+        )
         raise RelayError(
             404,
-            f"No channel offers the model '{model}' to your group ('{key.group}').",
+            f"The model '{model}' cannot be used with {request.path}."
+            if offered
+            else f"No channel offers the model '{model}' to your group ('{key.group}').",
             code="model_not_found",
             retry=False,
         )
@@ -373,6 +381,11 @@ def _scrub(text: str, channel: ChannelInfo) -> str:
     text = URL_PATTERN.sub("[url]", text)
     if channel.api_key:
         text = text.replace(channel.api_key, "[key]")
+    # The channel's address also appears without a scheme ("dial tcp 10.0.0.5:8080: ...").
+    address = urlsplit(channel.base_url)
+    for part in (address.netloc, address.hostname):
+        if part:
+            text = re.sub(re.escape(part), "[upstream]", text, flags=re.IGNORECASE)
     return text[:500]
 
 
@@ -459,14 +472,22 @@ async def _stream(call, response, chunks, parser, first, translator: Translator)
         logger.warning("stream from channel %s broke: %s", call.channel.id, type(problem).__name__)
         yield _stream_error(call, problem)
     finally:
-        # Closing the upstream response cancels the upstream call if it is still running.
-        await asyncio.shield(_close_quietly(response))
+        if status == UsageLog.Status.CLIENT_GONE and translator.completed:
+            # The client left after the upstream's last event had been handed on (the SDKs
+            # close on [DONE] or message_stop without reading the end of the body): it has
+            # the whole answer, which the upstream's usage counts exactly.
+            status = UsageLog.Status.SUCCESS
         reported = translator.usage
         if status == UsageLog.Status.SUCCESS and reported and reported.output_tokens:
             usage = reported
         else:
             usage = _usage_of_what_was_sent(call, translator.usage, sent_text)
-        await call.settle(usage, status)
+        try:
+            # Closing the upstream response cancels the upstream call if it is still running.
+            await asyncio.shield(_close_quietly(response))
+        finally:
+            # Reached even when the client's disconnect cancels this task during the close.
+            await call.settle(usage, status)
 
 
 async def _close_quietly(response: httpx.Response) -> None:

@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from relay import views
 
@@ -8,4 +8,5 @@ urlpatterns = [
     path("embeddings", views.embeddings),
     path("messages", views.messages),
     path("models", views.models),
+    re_path(r"", views.unknown_path),
 ]

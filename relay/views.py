@@ -4,7 +4,6 @@ import time
 
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
 
 from billing.models import ModelPrice
 from relay import database, errors, proxy
@@ -14,10 +13,25 @@ from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES
 from relay.routing import enabled_channels
 
 
+def _wrong_method(request, allowed: str):
+    response = errors.render(
+        RelayError(
+            405,
+            f"{request.method} is not allowed here; use {allowed}.",
+            code="method_not_allowed",
+            retry=False,
+        ),
+        api=errors.api_for_path(request.path),
+    )
+    response["Allow"] = allowed
+    return response
+
+
 def _endpoint(operation: str):
     @csrf_exempt
-    @require_POST
     async def view(request):
+        if request.method != "POST":
+            return _wrong_method(request, "POST")
         return await proxy.relay(request, operation=operation)
 
     view.__name__ = operation.replace(".", "_")
@@ -30,9 +44,10 @@ embeddings = _endpoint(EMBEDDINGS)
 messages = _endpoint(MESSAGES)
 
 
-@require_GET
 async def models(request):
     """The models this key may call: offered to its group, priced, and on its allow-list."""
+    if request.method != "GET":
+        return _wrong_method(request, "GET")
     try:
         key, _ = await authenticate(request)
     except RelayError as error:
@@ -59,3 +74,16 @@ async def models(request):
 
 def _priced(models: set[str]) -> set[str]:
     return set(ModelPrice.objects.filter(model__in=models).values_list("model", flat=True))
+
+
+async def unknown_path(request):
+    """Any other /v1 path: a 404 a client can parse, not Django's HTML page."""
+    return errors.render(
+        RelayError(
+            404,
+            f"Unknown endpoint: {request.method} {request.path}",
+            code="unknown_url",
+            retry=False,
+        ),
+        api=errors.api_for_path(request.path),
+    )

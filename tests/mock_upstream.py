@@ -354,7 +354,8 @@ class MockUpstream:
     def _error(
         self, provider: str, status: int, message: str, overrides: dict | None = None
     ) -> web.Response:
-        overrides = overrides or {}
+        overrides = dict(overrides or {})
+        message = overrides.pop("message", message)
         if provider == "openai":
             return web.json_response(openai_error_body(status, message, **overrides), status=status)
         request_id = f"req_mock{next(self._ids)}"
