@@ -76,6 +76,7 @@ class Call:
     channels: list[ChannelInfo] = field(default_factory=list)
     hold: Hold | None = None
     channel: ChannelInfo | None = None
+    stream_started: bool = False  # the body generator ran (and will settle from its finally)
     upstream_model: str = ""
     _closing: asyncio.Future | None = None
 
@@ -437,15 +438,41 @@ async def _start_stream(call: Call, provider, response: httpx.Response):
         model=call.model,
         client_wants_usage=call.client_wants_usage,
     )
-    return StreamingHttpResponse(
+    return CallStream(
         _stream(call, response, chunks, parser, first, translator),
-        content_type="text/event-stream",
-        headers=STREAM_HEADERS,
+        call=call,
+        upstream_response=response,
     )
+
+
+class CallStream(StreamingHttpResponse):
+    """The client's stream of a call, closed properly even if it never started.
+
+    The body generator settles the call from its ``finally``, but a generator that never ran
+    has no ``finally`` to run: if the client vanishes while Django is still sending the
+    headers, Django skips the body and only calls ``close()`` at the end of the request. Then
+    nothing was sent, so the hold goes back and the upstream call is cancelled here.
+    """
+
+    def __init__(self, body, *, call: Call, upstream_response: httpx.Response):
+        super().__init__(body, content_type="text/event-stream", headers=STREAM_HEADERS)
+        self._call = call
+        self._upstream_response = upstream_response
+        self._loop = asyncio.get_running_loop()
+
+    def close(self):
+        super().close()
+        if not self._call.stream_started:  # Django calls close() from a worker thread
+            self._loop.call_soon_threadsafe(asyncio.ensure_future, self._abandon())
+
+    async def _abandon(self) -> None:
+        await _close_quietly(self._upstream_response)
+        await self._call.release()
 
 
 async def _stream(call, response, chunks, parser, first, translator: Translator):
     """The client's stream. Whatever ends it, the ``finally`` settles what was sent."""
+    call.stream_started = True
     sent_text: list[str] = []
     status = UsageLog.Status.CLIENT_GONE
     try:

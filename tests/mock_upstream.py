@@ -406,7 +406,7 @@ class MockUpstream:
                 await resp.write(frame)
             await resp.write_eof()
             completed = True
-        except ConnectionResetError:
+        except ConnectionError:  # reset, or "Connection lost" while a write waited to drain
             client_gone = True
         except asyncio.CancelledError:
             client_gone = True
