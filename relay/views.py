@@ -13,15 +13,18 @@ from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES
 from relay.routing import enabled_channels
 
 
+def _refuse(request, status: int, message: str, code: str):
+    """A refusal in the format of the API the path belongs to."""
+    error = RelayError(status, message, code=code, retry=False)
+    return errors.render(error, api=errors.api_for_path(request.path))
+
+
 def _wrong_method(request, allowed: str):
-    response = errors.render(
-        RelayError(
-            405,
-            f"{request.method} is not allowed here; use {allowed}.",
-            code="method_not_allowed",
-            retry=False,
-        ),
-        api=errors.api_for_path(request.path),
+    response = _refuse(
+        request,
+        405,
+        f"{request.method} is not allowed here; use {allowed}.",
+        "method_not_allowed",
     )
     response["Allow"] = allowed
     return response
@@ -78,12 +81,6 @@ def _priced(models: set[str]) -> set[str]:
 
 async def unknown_path(request):
     """Any other /v1 path: a 404 a client can parse, not Django's HTML page."""
-    return errors.render(
-        RelayError(
-            404,
-            f"Unknown endpoint: {request.method} {request.path}",
-            code="unknown_url",
-            retry=False,
-        ),
-        api=errors.api_for_path(request.path),
+    return _refuse(
+        request, 404, f"Unknown endpoint: {request.method} {request.path}", "unknown_url"
     )
