@@ -19,6 +19,8 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
+from django.core.signals import request_finished, request_started  # noqa: E402
+from django.db import close_old_connections, reset_queries  # noqa: E402
 
 from relay import errors, upstream  # noqa: E402
 
@@ -36,6 +38,23 @@ class RelayHandler(ASGIHandler):
         self._middleware_chain = convert_exception_to_response(get_response)
 
 
+def keep_connection_housekeeping_on_the_site() -> None:
+    """Let Django's per-request connection receivers listen to the site's handler only.
+
+    The relay hands each connection back right after its burst of queries (relay.database);
+    for it, Django's request_started / request_finished receivers would only add two
+    thread-sensitive hops (a new thread, in fact) to every call.
+    """
+    for signal, receiver in (
+        (request_started, reset_queries),
+        (request_started, close_old_connections),
+        (request_finished, close_old_connections),
+    ):
+        signal.disconnect(receiver)
+        signal.connect(receiver, sender=ASGIHandler)
+
+
+keep_connection_housekeeping_on_the_site()
 site_application = ASGIStaticFilesHandler(ASGIHandler())
 relay_application = RelayHandler()
 

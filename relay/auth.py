@@ -60,15 +60,14 @@ def _load(lookup_hash: str) -> KeyInfo | None:
     )
 
 
-async def find_key(key: str) -> KeyInfo | None:
-    lookup_hash = key_secrets.lookup_hash(key)
+def find_key(lookup_hash: str) -> KeyInfo | None:
+    """The key's settings by its lookup HMAC, from the cache or the database (sync)."""
     cache_key = key_cache_key(lookup_hash)
-    info = await cache.aget(cache_key)
+    info = cache.get(cache_key)
     if info is None:
-        info = await database.run(_load, lookup_hash)
-        if info is None:
-            return None
-        await cache.aset(cache_key, info, settings.RELAY_CACHE_SECONDS)
+        info = _load(lookup_hash)
+        if info is not None:
+            cache.set(cache_key, info, settings.RELAY_CACHE_SECONDS)
     return info
 
 
@@ -99,17 +98,18 @@ def _is_trusted(ip: str | None) -> bool:
     return ip_in(ip, settings.TRUSTED_PROXIES)
 
 
-async def authenticate(request) -> tuple[KeyInfo, str | None]:
-    """The caller's key, checked for status, expiry and IP, and the caller's IP; or refuse."""
-    key = presented_key(request.headers)
-    if not key:
-        raise RelayError(
-            401,
-            "No API key provided. Send it as 'Authorization: Bearer sk-...'.",
-            code="invalid_api_key",
-            retry=False,
-        )
-    info = await find_key(key)
+def no_key() -> RelayError:
+    return RelayError(
+        401,
+        "No API key provided. Send it as 'Authorization: Bearer sk-...'.",
+        code="invalid_api_key",
+        retry=False,
+    )
+
+
+def check_key(info: KeyInfo | None, request) -> str | None:
+    """Refuse an unknown, disabled or expired key, or a caller outside its IP allow-list;
+    returns the caller's IP."""
     if info is None:
         raise RelayError(401, "Incorrect API key provided.", code="invalid_api_key", retry=False)
     if not info.enabled or not info.user_active:
@@ -124,4 +124,13 @@ async def authenticate(request) -> tuple[KeyInfo, str | None]:
             code="ip_not_allowed",
             retry=False,
         )
-    return info, ip
+    return ip
+
+
+async def authenticate(request) -> tuple[KeyInfo, str | None]:
+    """The caller's key, checked, and the caller's IP; or refuse."""
+    key = presented_key(request.headers)
+    if not key:
+        raise no_key()
+    info = await database.run(find_key, key_secrets.lookup_hash(key))
+    return info, check_key(info, request)

@@ -17,5 +17,10 @@ def _run_and_release(function, args, kwargs):
 
 
 async def run(function, /, *args, **kwargs):
-    """``function(*args, **kwargs)`` in a thread, its database connection released after."""
-    return await sync_to_async(_run_and_release)(function, args, kwargs)
+    """``function(*args, **kwargs)`` in a thread, its database connection released after.
+
+    Not thread-sensitive: each call is a self-contained burst (its transactions begin and end
+    inside it), so any worker of the shared pool may run it. A thread-sensitive call would
+    make Django start a fresh thread for every request.
+    """
+    return await sync_to_async(_run_and_release, thread_sensitive=False)(function, args, kwargs)

@@ -23,15 +23,16 @@ import httpx
 from django.conf import settings
 from django.http import HttpResponse, StreamingHttpResponse
 
+from accounts import secrets as key_secrets
 from billing import services as billing
 from billing.models import Hold, UsageLog
 from billing.pricing import Price, TokenUsage, group_ratio_for, price_for
-from relay import conversions, database, errors, tokens, upstream
-from relay.auth import KeyInfo, authenticate
+from relay import auth, conversions, database, errors, tokens, upstream
+from relay.auth import KeyInfo
 from relay.errors import RelayError
 from relay.providers import provider_for
 from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES
-from relay.routing import ChannelInfo, channels_for, enabled_channels
+from relay.routing import ChannelInfo, channels_for, channels_version, enabled_channels
 from relay.streams import EventParser, Translator, anthropic_sse, openai_sse, translator_for
 
 logger = logging.getLogger(__name__)
@@ -148,11 +149,44 @@ async def relay(request, *, operation: str) -> HttpResponse:
         raise
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """What admitting a call needs from caches and the database, fetched in one thread hop."""
+
+    key: KeyInfo | None
+    price: Price | None
+    group_ratio: Decimal
+    channels_version: int
+
+
+def _look_up(lookup_hash: str, model: str | None) -> Lookup:
+    key = auth.find_key(lookup_hash)
+    return Lookup(
+        key=key,
+        price=price_for(model) if key and model else None,
+        group_ratio=group_ratio_for(key.group) if key else Decimal(1),
+        channels_version=channels_version(),
+    )
+
+
 async def _admit(request, operation: str) -> Call:
     """Everything before the upstream: who, what, whether it may, and the hold."""
-    key, ip = await authenticate(request)
-    body = _parse_body(request)
+    presented = auth.presented_key(request.headers)
+    if not presented:
+        raise auth.no_key()
+    try:
+        body, problem = _parse_body(request), None
+    except RelayError as error:
+        body, problem = {}, error
     model = body.get("model")
+    found = await database.run(
+        _look_up, key_secrets.lookup_hash(presented), model if isinstance(model, str) else None
+    )
+    # Who is calling is answered before what was asked: a bad key gets 401 whatever its body.
+    ip = auth.check_key(found.key, request)
+    key = found.key
+    if problem:
+        raise problem
     if not isinstance(model, str) or not model:
         raise errors.invalid_request("You must provide a model parameter.", param="model")
     if not key.allows_model(model):
@@ -162,7 +196,7 @@ async def _admit(request, operation: str) -> Call:
             code="model_not_allowed",
             retry=False,
         )
-    price = await database.run(price_for, model)
+    price = found.price
     if price is None:
         raise RelayError(
             404,
@@ -178,7 +212,7 @@ async def _admit(request, operation: str) -> Call:
         stream=bool(body.get("stream")) and operation != EMBEDDINGS,
         client_ip=ip,
         price=price,
-        group_ratio=await database.run(group_ratio_for, key.group),
+        group_ratio=found.group_ratio,
         input_tokens=_count_input(operation, body, model),
         client_headers={
             name: value
@@ -186,12 +220,18 @@ async def _admit(request, operation: str) -> Call:
             if name.lower() in FORWARDED_HEADERS
         },
     )
-    channels = await channels_for(group=key.group, model=model, types=SERVABLE_BY[operation])
+    channels = await channels_for(
+        group=key.group,
+        model=model,
+        types=SERVABLE_BY[operation],
+        version=found.channels_version,
+    )
     if not channels:
         # A model offered only by channels that cannot do this operation (a Claude model on
         # /v1/embeddings) is usable elsewhere: say so rather than that nobody offers it.
         offered = any(
-            channel.serves(group=key.group, model=model) for channel in await enabled_channels()
+            channel.serves(group=key.group, model=model)
+            for channel in await enabled_channels(found.channels_version)
         )
         raise RelayError(
             404,

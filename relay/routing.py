@@ -58,8 +58,15 @@ def _load() -> list[ChannelInfo]:
     ]
 
 
-async def enabled_channels() -> list[ChannelInfo]:
-    version = await cache.aget(VERSION_KEY, 0)
+def channels_version() -> int:
+    """The shared version number of the channel table (sync: read it inside a burst)."""
+    return cache.get(VERSION_KEY, 0)
+
+
+async def enabled_channels(version: int | None = None) -> list[ChannelInfo]:
+    """This process's snapshot of the enabled channels, reloaded when ``version`` moved on."""
+    if version is None:
+        version = await database.run(channels_version)
     fresh = time.monotonic() - _snapshot["loaded_at"] < settings.RELAY_CACHE_SECONDS
     if _snapshot["version"] != version or not fresh:
         _snapshot["channels"] = await database.run(_load)
@@ -77,11 +84,13 @@ def forget_channels() -> None:
     _snapshot["loaded_at"] = 0.0
 
 
-async def channels_for(*, group: str, model: str, types: frozenset[str]) -> list[ChannelInfo]:
+async def channels_for(
+    *, group: str, model: str, types: frozenset[str], version: int | None = None
+) -> list[ChannelInfo]:
     """Channels to try for the call, in order (priority, then weighted random)."""
     candidates = [
         channel
-        for channel in await enabled_channels()
+        for channel in await enabled_channels(version)
         if channel.type in types and channel.serves(group=group, model=model)
     ]
     return routing_order(candidates)

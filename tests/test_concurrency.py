@@ -56,8 +56,11 @@ def test_200_concurrent_calls_never_overdraw_a_small_key_limit_beyond_the_bound(
     done = threading.Event()
 
     def watch():
-        while not done.wait(0.05):
-            peak[0] = max(peak[0], connections_in_use())
+        try:
+            while not done.wait(0.05):
+                peak[0] = max(peak[0], connections_in_use())
+        finally:
+            connection.close()  # this thread's own connection
 
     watcher = threading.Thread(target=watch)
     watcher.start()
