@@ -445,7 +445,9 @@ async def _finish_plain(call: Call, provider, response: httpx.Response) -> HttpR
             error_type="server_error",
         ) from None
     usage = provider.normalize_usage(answer.get("usage")) or TokenUsage(
-        input_tokens=call.input_tokens
+        # An upstream that reports no usage is billed on local counts of both sides.
+        input_tokens=call.input_tokens,
+        output_tokens=tokens.count_text(_answer_text(answer), call.model),
     )
     if call.client_dialect == provider.dialect:
         content = raw
@@ -455,6 +457,20 @@ async def _finish_plain(call: Call, provider, response: httpx.Response) -> HttpR
         content = json.dumps(conversions.openai_response_to_anthropic(answer, model=call.model))
     await call.settle(usage, UsageLog.Status.SUCCESS)
     return HttpResponse(content, content_type="application/json")
+
+
+def _answer_text(answer: dict) -> str:
+    """The output text of a non-stream answer, OpenAI or Anthropic shaped."""
+    pieces = []
+    for choice in answer.get("choices") or []:
+        message = choice.get("message") or {}
+        pieces.append(message.get("content") or choice.get("text") or "")
+        for tool_call in message.get("tool_calls") or []:
+            function = tool_call.get("function") or {}
+            pieces.append(f"{function.get('name', '')}{function.get('arguments', '')}")
+    for block in answer.get("content") or []:
+        pieces.append(block.get("text") or json.dumps(block.get("input") or ""))
+    return "".join(p for p in pieces if isinstance(p, str))
 
 
 async def _start_stream(call: Call, provider, response: httpx.Response):

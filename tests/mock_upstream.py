@@ -43,7 +43,18 @@ MODEL_IDS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-sonnet-4
 REQUEST_JSON = web.RequestKey("request_json", object)
 
 BEHAVIOUR_KEYS = frozenset(
-    {"status", "error", "delay", "chunks", "chunk_delay", "cut_after", "drop", "usage", "text"}
+    {
+        "status",
+        "error",
+        "delay",
+        "chunks",
+        "chunk_delay",
+        "cut_after",
+        "drop",
+        "usage",
+        "text",
+        "no_usage",
+    }
 )
 
 # (type, code) of the OpenAI error body for a status; other 4xx fall back to
@@ -453,11 +464,13 @@ class MockUpstream:
                 "logprobs": None,
                 "finish_reason": finish_reason,
             }
-            return web.json_response(
-                {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
-            )
+            answer = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+            if behaviour.get("no_usage"):  # an OpenAI-compatible upstream that reports none
+                del answer["usage"]
+            return web.json_response(answer)
 
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        include_usage = include_usage and not behaviour.get("no_usage")
 
         def chunk(delta: dict, finish: str | None = None) -> bytes:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}

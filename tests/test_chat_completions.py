@@ -213,3 +213,21 @@ def test_no_prompt_or_answer_text_is_stored(alice, alice_key, openai_channel, ma
             cursor.execute(f'SELECT * FROM "{table}"')
             for row in cursor.fetchall():
                 assert secret_prompt not in repr(row) and "hello hello" not in repr(row)
+
+
+def test_an_upstream_that_reports_no_usage_is_billed_on_local_counts(
+    alice, alice_key, openai_channel, make_openai, mock_upstream
+):
+    from relay import tokens
+
+    mock_upstream.script({"no_usage": True, "chunks": 4}, {"no_usage": True, "chunks": 4})
+    client = make_openai(alice_key)
+    client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    list(client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True))
+
+    plain, streamed = settled_usage(2)
+    answer_tokens = tokens.count_text("hello " * 4, "gpt-4o")
+    prompt_tokens = tokens.count_messages(HELLO, "gpt-4o")
+    for log in (plain, streamed):
+        assert (log.input_tokens, log.output_tokens) == (prompt_tokens, answer_tokens)
+        assert log.quota == gpt4o_cost(prompt=prompt_tokens, completion=answer_tokens)
