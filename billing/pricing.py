@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.cache import cache
 
 from billing.models import GroupRatio, ModelPrice
+from config.cache import shared_cache
 
 QUOTA_PER_USD = 500_000
 
@@ -92,22 +92,22 @@ def group_cache_key(group: str) -> str:
 def price_for(model: str) -> Price | None:
     """The model's price, or None when the operator has not priced it (the call is refused)."""
     key = price_cache_key(model)
-    cached = cache.get(key)
+    cached = shared_cache().get(key)
     if cached is None:
         row = ModelPrice.objects.filter(model=model).first()
         cached = Price.from_row(row) if row else False
-        cache.set(key, cached, settings.RELAY_CACHE_SECONDS)
+        shared_cache().set(key, cached, settings.RELAY_CACHE_SECONDS)
     return cached or None
 
 
 def group_ratio_for(group: str) -> Decimal:
     """The group's multiplier; a group nobody configured pays list price."""
     key = group_cache_key(group)
-    ratio = cache.get(key)
+    ratio = shared_cache().get(key)
     if ratio is None:
         row = GroupRatio.objects.filter(name=group).first()
         ratio = row.ratio if row else Decimal(1)
-        cache.set(key, ratio, settings.RELAY_CACHE_SECONDS)
+        shared_cache().set(key, ratio, settings.RELAY_CACHE_SECONDS)
     return ratio
 
 

@@ -22,6 +22,7 @@ from django.core.handlers.exception import convert_exception_to_response  # noqa
 from django.core.signals import request_finished, request_started  # noqa: E402
 from django.db import close_old_connections, reset_queries  # noqa: E402
 
+from config.logging import redact_access_logs  # noqa: E402
 from relay import errors, upstream  # noqa: E402
 
 RELAY_PREFIXES = ("/v1/", "/v1beta/")
@@ -55,6 +56,7 @@ def keep_connection_housekeeping_on_the_site() -> None:
 
 
 keep_connection_housekeeping_on_the_site()
+redact_access_logs()
 site_application = ASGIStaticFilesHandler(ASGIHandler())
 relay_application = RelayHandler()
 

@@ -35,3 +35,10 @@ class RedactSecrets(logging.Filter):
             record.msg = cleaned
             record.args = ()
         return True
+
+
+def redact_access_logs() -> None:
+    """Filter uvicorn's access log (when it is on) without taking over its handlers: naming
+    the logger in LOGGING would give it a handler and so turn on the access log that
+    ``--no-access-log`` turned off."""
+    logging.getLogger("uvicorn.access").addFilter(RedactSecrets())

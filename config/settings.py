@@ -223,8 +223,6 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {
-        # Access logs carry the request line, where a client may have put ?key=...
-        "uvicorn.access": {"handlers": ["console"], "propagate": False, "filters": ["redact"]},
         "django.server": {"handlers": ["console"], "propagate": False, "filters": ["redact"]},
         # httpx names the upstream URL of every request at INFO: not for shared logs.
         "httpx": {"level": "WARNING"},

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.core.cache import cache
 from django.utils import timezone
 
 from accounts import secrets as key_secrets
 from accounts.models import ApiKey, ip_in
+from config.cache import shared_cache
 from relay import database
 from relay.errors import RelayError
 
@@ -63,11 +63,11 @@ def _load(lookup_hash: str) -> KeyInfo | None:
 def find_key(lookup_hash: str) -> KeyInfo | None:
     """The key's settings by its lookup HMAC, from the cache or the database (sync)."""
     cache_key = key_cache_key(lookup_hash)
-    info = cache.get(cache_key)
+    info = shared_cache().get(cache_key)
     if info is None:
         info = _load(lookup_hash)
         if info is not None:
-            cache.set(cache_key, info, settings.RELAY_CACHE_SECONDS)
+            shared_cache().set(cache_key, info, settings.RELAY_CACHE_SECONDS)
     return info
 
 

@@ -248,13 +248,7 @@ async def _admit(request, operation: str) -> Call:
         group_ratio=call.group_ratio,
     )
     try:
-        call.hold = await database.run(
-            billing.reserve_quota,
-            user_id=key.user_id,
-            api_key_id=key.id,
-            unlimited_key=key.unlimited_quota,
-            amount=estimate,
-        )
+        call.hold = await _place_hold(key, estimate)
     except billing.InsufficientQuota as refused:
         whose = "This API key's own quota" if refused.limit == "key" else "Your account balance"
         raise RelayError(
@@ -266,6 +260,30 @@ async def _admit(request, operation: str) -> Call:
             retry=False,
         ) from None
     return call
+
+
+async def _place_hold(key: KeyInfo, amount: int) -> Hold:
+    """Reserve quota; a hold placed after its caller was cancelled is given back at once."""
+    placing = asyncio.ensure_future(
+        database.run(
+            billing.reserve_quota,
+            user_id=key.user_id,
+            api_key_id=key.id,
+            unlimited_key=key.unlimited_quota,
+            amount=amount,
+        )
+    )
+    try:
+        return await asyncio.shield(placing)
+    except asyncio.CancelledError:
+        # The client left while the hold was being written: nobody will settle it.
+        placing.add_done_callback(_release_orphan)
+        raise
+
+
+def _release_orphan(placing: asyncio.Future) -> None:
+    if not placing.cancelled() and placing.exception() is None:
+        asyncio.ensure_future(database.run(billing.release_hold, hold_id=placing.result().id))
 
 
 def _parse_body(request) -> dict:

@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.core.cache import cache
 
+from config.cache import shared_cache
 from relay import database
 from relay.models import Channel, routing_order
 
@@ -60,7 +60,7 @@ def _load() -> list[ChannelInfo]:
 
 def channels_version() -> int:
     """The shared version number of the channel table (sync: read it inside a burst)."""
-    return cache.get(VERSION_KEY, 0)
+    return shared_cache().get(VERSION_KEY, 0)
 
 
 async def enabled_channels(version: int | None = None) -> list[ChannelInfo]:
@@ -78,9 +78,9 @@ async def enabled_channels(version: int | None = None) -> list[ChannelInfo]:
 def forget_channels() -> None:
     """Make every process reload its channels (called when a channel changes)."""
     try:
-        cache.incr(VERSION_KEY)
+        shared_cache().incr(VERSION_KEY)
     except ValueError:
-        cache.set(VERSION_KEY, 1, None)
+        shared_cache().set(VERSION_KEY, 1, None)
     _snapshot["loaded_at"] = 0.0
 
 
