@@ -83,41 +83,76 @@ def reserve_quota(*, user_id: int, api_key_id: int, unlimited_key: bool, amount:
     transaction, so concurrent calls can never take more than is there.
     """
     now = timezone.now()
-    key_amount = 0 if unlimited_key else amount
-    with transaction.atomic():
-        _commit_without_waiting_for_disk()
-        if not unlimited_key:
-            taken = ApiKey.objects.filter(
-                id=api_key_id, remaining_quota__gte=key_amount, remaining_quota__gt=0
-            ).update(remaining_quota=F("remaining_quota") - key_amount)
-            if not taken:
-                raise InsufficientQuota("key")
-        hold = Hold.objects.create(
-            user_id=user_id,
-            api_key_id=api_key_id,
-            amount=amount,
-            key_amount=key_amount,
-            expires_at=now + timedelta(seconds=settings.HOLD_TTL_SECONDS),
-        )
+    hold = Hold(
+        user_id=user_id,
+        api_key_id=api_key_id,
+        amount=amount,
+        key_amount=0 if unlimited_key else amount,
+        status=Hold.Status.OPEN,
+        created_at=now,
+        expires_at=now + timedelta(seconds=settings.HOLD_TTL_SECONDS),
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        _commit_without_waiting_for_disk(cursor)
+        if not unlimited_key and not _run(cursor, TAKE_FROM_KEY, amount, api_key_id, amount):
+            raise InsufficientQuota("key")
+        hold.id = _insert(cursor, hold)
         # Last before COMMIT: every call of a user queues on this row's lock, so it is held
         # for the commit alone. A refusal rolls back the key's decrement and the hold with it.
-        taken = User.objects.filter(id=user_id, quota__gte=amount, quota__gt=0).update(
-            quota=F("quota") - amount
-        )
-        if not taken:
+        if not _run(cursor, TAKE_FROM_USER, amount, user_id, amount):
             raise InsufficientQuota("balance")
+    hold._state.adding = False
     return hold
 
 
-def _commit_without_waiting_for_disk() -> None:
+# The hot path's statements in plain SQL: building them with the ORM cost more CPU than
+# running them (bench/README.md). Table and column names come from the models.
+USER, KEY, HOLD = User._meta.db_table, ApiKey._meta.db_table, Hold._meta.db_table
+TAKE_FROM_KEY = (
+    f"UPDATE {KEY} SET remaining_quota = remaining_quota - %s"
+    " WHERE id = %s AND remaining_quota >= %s AND remaining_quota > 0"
+)
+TAKE_FROM_USER = f"UPDATE {USER} SET quota = quota - %s WHERE id = %s AND quota >= %s AND quota > 0"
+CLOSE_HOLD = f"UPDATE {HOLD} SET status = %s, closed_at = %s WHERE id = %s AND status = %s"
+CHARGE_KEY = (
+    f"UPDATE {KEY} SET remaining_quota = remaining_quota + %s, used_quota = used_quota + %s,"
+    " last_used_at = %s WHERE id = %s"
+)
+CHARGE_USER = (
+    f"UPDATE {USER} SET quota = quota + %s, used_quota = used_quota + %s,"
+    " request_count = request_count + 1 WHERE id = %s"
+)
+
+
+def _run(cursor, sql: str, *params) -> int:
+    """Execute one statement; returns how many rows it changed."""
+    cursor.execute(sql, params)
+    return cursor.rowcount
+
+
+def _insert(cursor, row) -> int:
+    """INSERT a new model instance's concrete fields (prepared as the ORM would); its id."""
+    fields = [f for f in row._meta.concrete_fields if not f.primary_key]
+    values = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields]
+    sql = (
+        f"INSERT INTO {row._meta.db_table} ({', '.join(f.column for f in fields)})"
+        f" VALUES ({', '.join(['%s'] * len(fields))})"
+    )
+    if connection.features.can_return_columns_from_insert:
+        cursor.execute(sql + " RETURNING id", values)
+        return cursor.fetchone()[0]
+    cursor.execute(sql, values)
+    return cursor.lastrowid
+
+
+def _commit_without_waiting_for_disk(cursor) -> None:
     """Let PostgreSQL acknowledge this transaction before its WAL reaches the disk.
 
     Only for reserve_quota: a crash can lose such a transaction, but only whole, and losing a
     hold together with its decrement leaves the books exact (the call was never answered).
     """
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
 @dataclass(frozen=True)
@@ -146,55 +181,47 @@ def settle_hold(
     # A limited key pays from its allowance too; an unlimited key's hold took nothing from it.
     key_cost = cost if hold.key_amount else 0
     now = timezone.now()
-    with transaction.atomic():
-        if Hold.objects.filter(id=hold.id, status=Hold.Status.OPEN).update(
-            status=Hold.Status.SETTLED, closed_at=now
-        ):
+    db_now = connection.ops.adapt_datetimefield_value(now)
+    journal_row = UsageLog(
+        created_at=now,
+        user_id=hold.user_id,
+        api_key_id=hold.api_key_id,
+        hold_id=hold.id,
+        channel_id=call.channel_id,
+        endpoint=call.endpoint,
+        model=call.model,
+        upstream_model=call.upstream_model,
+        is_stream=call.is_stream,
+        status=call.status,
+        input_tokens=usage.input_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        output_tokens=usage.output_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        quota=cost,
+        key_quota=key_cost,
+        group_ratio=group_ratio,
+        model_ratio=price.model_ratio,
+        completion_ratio=price.completion_ratio,
+        cache_read_ratio=price.cache_read_ratio,
+        cache_write_ratio=price.cache_write_ratio,
+        per_call_quota=price.per_call_quota,
+        latency_ms=call.latency_ms,
+        client_ip=call.client_ip,
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        if _run(cursor, CLOSE_HOLD, Hold.Status.SETTLED, db_now, hold.id, Hold.Status.OPEN):
             returned, key_returned = hold.amount, hold.key_amount
-        elif Hold.objects.filter(id=hold.id, status=Hold.Status.RELEASED).update(
-            status=Hold.Status.SETTLED, closed_at=now
-        ):
+        elif _run(cursor, CLOSE_HOLD, Hold.Status.SETTLED, db_now, hold.id, Hold.Status.RELEASED):
             returned, key_returned = 0, 0
         else:
             return None
-        ApiKey.objects.filter(id=hold.api_key_id).update(
-            remaining_quota=F("remaining_quota") + key_returned - key_cost,
-            used_quota=F("used_quota") + cost,
-            last_used_at=now,
-        )
-        journal_row = UsageLog.objects.create(
-            user_id=hold.user_id,
-            api_key_id=hold.api_key_id,
-            hold_id=hold.id,
-            channel_id=call.channel_id,
-            endpoint=call.endpoint,
-            model=call.model,
-            upstream_model=call.upstream_model,
-            is_stream=call.is_stream,
-            status=call.status,
-            input_tokens=usage.input_tokens,
-            cached_input_tokens=usage.cached_input_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
-            output_tokens=usage.output_tokens,
-            reasoning_tokens=usage.reasoning_tokens,
-            quota=cost,
-            key_quota=key_cost,
-            group_ratio=group_ratio,
-            model_ratio=price.model_ratio,
-            completion_ratio=price.completion_ratio,
-            cache_read_ratio=price.cache_read_ratio,
-            cache_write_ratio=price.cache_write_ratio,
-            per_call_quota=price.per_call_quota,
-            latency_ms=call.latency_ms,
-            client_ip=call.client_ip,
-        )
+        _run(cursor, CHARGE_KEY, key_returned - key_cost, cost, db_now, hold.api_key_id)
+        journal_row.id = _insert(cursor, journal_row)
         # The user's row last, so its lock (which all of the user's calls queue on) is held
         # only until COMMIT. Key before user everywhere, so two transactions never deadlock.
-        User.objects.filter(id=hold.user_id).update(
-            quota=F("quota") + returned - cost,
-            used_quota=F("used_quota") + cost,
-            request_count=F("request_count") + 1,
-        )
+        _run(cursor, CHARGE_USER, returned - cost, cost, hold.user_id)
+    journal_row._state.adding = False
     return journal_row
 
 
