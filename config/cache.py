@@ -6,11 +6,41 @@ pool and a new TCP connection per call. The hot path reads through this process-
 instead; writes and invalidations may use either, since both reach the same store.
 """
 
+import time
 from functools import cache
 
+from django.conf import settings
 from django.core.cache import caches
 
 
 @cache
 def shared_cache():
     return caches.create_connection("default")
+
+
+class LocalMemo:
+    """Values kept in this process for a moment, in front of the shared cache.
+
+    For what every call reads and operators rarely change (prices, group ratios, the channel
+    table's version): a saved change clears this process's memo at once (billing.signals,
+    relay.signals) and reaches other processes within ``seconds``.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._values: dict = {}
+
+    def get(self, key, load):
+        now = time.monotonic()
+        hit = self._values.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = load()
+        self._values[key] = (now + self.seconds, value)
+        return value
+
+    def clear(self) -> None:
+        self._values.clear()
+
+
+memo = LocalMemo(seconds=settings.RELAY_LOCAL_CACHE_SECONDS)

@@ -198,6 +198,9 @@ HOLD_SWEEP_SECONDS = float(env("HOLD_SWEEP_SECONDS", "60"))
 # How long cached key, price and channel lookups live in the cache (seconds); writes through
 # the services invalidate them at once, this only bounds staleness of direct database edits.
 RELAY_CACHE_SECONDS = int(env("RELAY_CACHE_SECONDS", "60"))
+# Prices, group ratios and the channel table's version are also kept in each process for this
+# long (a change saved elsewhere reaches the process within it; in-process at once).
+RELAY_LOCAL_CACHE_SECONDS = float(env("RELAY_LOCAL_CACHE_SECONDS", "1"))
 
 CELERY_BEAT_SCHEDULE = {
     "release-expired-holds": {

@@ -27,6 +27,7 @@ from accounts import secrets as key_secrets
 from billing import services as billing
 from billing.models import Hold, UsageLog
 from billing.pricing import Price, TokenUsage, group_ratio_for, price_for
+from config.cache import memo
 from relay import auth, conversions, database, errors, tokens, upstream
 from relay.auth import KeyInfo
 from relay.errors import RelayError
@@ -163,9 +164,11 @@ def _look_up(lookup_hash: str, model: str | None) -> Lookup:
     key = auth.find_key(lookup_hash)
     return Lookup(
         key=key,
-        price=price_for(model) if key and model else None,
-        group_ratio=group_ratio_for(key.group) if key else Decimal(1),
-        channels_version=channels_version(),
+        price=memo.get(("price", model), lambda: price_for(model)) if key and model else None,
+        group_ratio=memo.get(("group", key.group), lambda: group_ratio_for(key.group))
+        if key
+        else Decimal(1),
+        channels_version=memo.get("channels-version", channels_version),
     )
 
 

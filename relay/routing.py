@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from config.cache import shared_cache
+from config.cache import memo, shared_cache
 from relay import database
 from relay.models import Channel, routing_order
 
@@ -82,6 +82,7 @@ def forget_channels() -> None:
     except ValueError:
         shared_cache().set(VERSION_KEY, 1, None)
     _snapshot["loaded_at"] = 0.0
+    memo.clear()
 
 
 async def channels_for(
