@@ -60,7 +60,16 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 URL_PATTERN = re.compile(r"(?:https?|wss?)://\S+", re.IGNORECASE)
 
 
-@dataclass
+# Calls holding quota that have not been settled or released yet, in this process.
+_in_flight: set = set()
+
+
+def calls_in_flight() -> int:
+    """How many admitted calls this process has not closed yet."""
+    return len(_in_flight)
+
+
+@dataclass(eq=False)
 class Call:
     """One client request on its way through the relay."""
 
@@ -101,14 +110,22 @@ class Call:
     async def _close_once(self, work, *args) -> None:
         if self._closing is None:
             self._closing = asyncio.ensure_future(database.run(work, *args))
+            self._closing.add_done_callback(self._closed)
         try:
+            # Shielded: if this task is cancelled meanwhile, the settlement still runs to the end.
             await asyncio.shield(self._closing)
         except asyncio.CancelledError:
-            # This task is being cancelled; the shielded settlement still runs to the end.
             raise
-        except Exception:
-            logger.exception(
-                "settling hold %s failed; its expiry will release it", self.hold and self.hold.id
+        except Exception:  # noqa: BLE001 - logged by _closed; the hold's expiry is the backstop
+            pass
+
+    def _closed(self, closing: asyncio.Future) -> None:
+        _in_flight.discard(self)
+        if not closing.cancelled() and closing.exception() is not None:
+            logger.error(
+                "settling hold %s failed; its expiry will release it",
+                self.hold and self.hold.id,
+                exc_info=closing.exception(),
             )
 
     def _settle_sync(self, usage: TokenUsage, status: str) -> None:
@@ -252,6 +269,7 @@ async def _admit(request, operation: str) -> Call:
     )
     try:
         call.hold = await _place_hold(key, estimate)
+        _in_flight.add(call)
     except billing.InsufficientQuota as refused:
         whose = "This API key's own quota" if refused.limit == "key" else "Your account balance"
         raise RelayError(

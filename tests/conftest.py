@@ -136,9 +136,16 @@ def relay_server():
 
 
 @pytest.fixture
-def relay_url(relay_server, transactional_db) -> str:
-    """Base URL of the running relay (without /v1), with committed test data visible to it."""
-    return relay_server.url
+def relay_url(relay_server, transactional_db):
+    """Base URL of the running relay (without /v1), with committed test data visible to it.
+
+    At teardown it waits for the calls the test left in flight (a client that stops reading
+    at [DONE] is ahead of the settlement) so none of them settles into the next test's tables.
+    """
+    yield relay_server.url
+    from relay.proxy import calls_in_flight
+
+    eventually(lambda: calls_in_flight() == 0, timeout=15)
 
 
 # --- The named people ----------------------------------------------------------------------
