@@ -167,30 +167,12 @@ async def relay(request, *, operation: str) -> HttpResponse:
         raise
 
 
-@dataclass(frozen=True)
-class Lookup:
-    """What admitting a call needs from caches and the database, fetched in one thread hop."""
-
-    key: KeyInfo | None
-    price: Price | None
-    group_ratio: Decimal
-    channels_version: int
-
-
-def _look_up(lookup_hash: str, model: str | None) -> Lookup:
-    key = auth.find_key(lookup_hash)
-    return Lookup(
-        key=key,
-        price=memo.get(("price", model), lambda: price_for(model)) if key and model else None,
-        group_ratio=memo.get(("group", key.group), lambda: group_ratio_for(key.group))
-        if key
-        else Decimal(1),
-        channels_version=memo.get("channels-version", channels_version),
-    )
-
-
 async def _admit(request, operation: str) -> Call:
-    """Everything before the upstream: who, what, whether it may, and the hold."""
+    """Everything before the upstream: who, what, whether it may, and the hold.
+
+    The body is parsed here; the rest runs as one burst in a worker thread (one hop per
+    admission). If the client leaves meanwhile, a hold placed for it is given back.
+    """
     presented = auth.presented_key(request.headers)
     if not presented:
         raise auth.no_key()
@@ -198,15 +180,41 @@ async def _admit(request, operation: str) -> Call:
         body, problem = _parse_body(request), None
     except RelayError as error:
         body, problem = {}, error
-    model = body.get("model")
-    found = await database.run(
-        _look_up, key_secrets.lookup_hash(presented), model if isinstance(model, str) else None
+    admitting = asyncio.ensure_future(
+        database.run(
+            _admit_in_thread,
+            request=request,
+            operation=operation,
+            lookup_hash=key_secrets.lookup_hash(presented),
+            body=body,
+            body_problem=problem,
+        )
     )
+    try:
+        call = await asyncio.shield(admitting)
+    except asyncio.CancelledError:
+        # The client left while the hold was being written: nobody will settle it.
+        admitting.add_done_callback(_release_orphan)
+        raise
+    _in_flight.add(call)
+    return call
+
+
+def _release_orphan(admitting: asyncio.Future) -> None:
+    if not admitting.cancelled() and admitting.exception() is None:
+        hold = admitting.result().hold
+        asyncio.ensure_future(database.run(billing.release_hold, hold_id=hold.id))
+
+
+def _admit_in_thread(
+    *, request, operation: str, lookup_hash: str, body: dict, body_problem: RelayError | None
+) -> Call:
+    key = auth.find_key(lookup_hash)
     # Who is calling is answered before what was asked: a bad key gets 401 whatever its body.
-    ip = auth.check_key(found.key, request)
-    key = found.key
-    if problem:
-        raise problem
+    ip = auth.check_key(key, request)
+    if body_problem:
+        raise body_problem
+    model = body.get("model")
     if not isinstance(model, str) or not model:
         raise errors.invalid_request("You must provide a model parameter.", param="model")
     if not key.allows_model(model):
@@ -216,11 +224,29 @@ async def _admit(request, operation: str) -> Call:
             code="model_not_allowed",
             retry=False,
         )
-    price = found.price
+    price = memo.get(("price", model), lambda: price_for(model))
     if price is None:
         raise RelayError(
             404,
             f"The model '{model}' does not exist or has no price on this site.",
+            code="model_not_found",
+            retry=False,
+        )
+    version = memo.get("channels-version", channels_version)
+    channels = channels_for(
+        group=key.group, model=model, types=SERVABLE_BY[operation], version=version
+    )
+    if not channels:
+        # A model offered only by channels that cannot do this operation (a Claude model on
+        # /v1/embeddings) is usable elsewhere: say so rather than that nobody offers it.
+        offered = any(
+            channel.serves(group=key.group, model=model) for channel in enabled_channels(version)
+        )
+        raise RelayError(
+            404,
+            f"The model '{model}' cannot be used with {request.path}."
+            if offered
+            else f"No channel offers the model '{model}' to your group ('{key.group}').",
             code="model_not_found",
             retry=False,
         )
@@ -232,44 +258,27 @@ async def _admit(request, operation: str) -> Call:
         stream=bool(body.get("stream")) and operation != EMBEDDINGS,
         client_ip=ip,
         price=price,
-        group_ratio=found.group_ratio,
+        group_ratio=memo.get(("group", key.group), lambda: group_ratio_for(key.group)),
         input_tokens=_count_input(operation, body, model),
         client_headers={
             name: value
             for name, value in request.headers.items()
             if name.lower() in FORWARDED_HEADERS
         },
+        channels=channels,
     )
-    channels = await channels_for(
-        group=key.group,
-        model=model,
-        types=SERVABLE_BY[operation],
-        version=found.channels_version,
-    )
-    if not channels:
-        # A model offered only by channels that cannot do this operation (a Claude model on
-        # /v1/embeddings) is usable elsewhere: say so rather than that nobody offers it.
-        offered = any(
-            channel.serves(group=key.group, model=model)
-            for channel in await enabled_channels(found.channels_version)
-        )
-        raise RelayError(
-            404,
-            f"The model '{model}' cannot be used with {request.path}."
-            if offered
-            else f"No channel offers the model '{model}' to your group ('{key.group}').",
-            code="model_not_found",
-            retry=False,
-        )
-    call.channels = channels
     estimate = price.estimate(
         input_tokens=call.input_tokens,
         max_output=_max_output(operation, body),
         group_ratio=call.group_ratio,
     )
     try:
-        call.hold = await _place_hold(key, estimate)
-        _in_flight.add(call)
+        call.hold = billing.reserve_quota(
+            user_id=key.user_id,
+            api_key_id=key.id,
+            unlimited_key=key.unlimited_quota,
+            amount=estimate,
+        )
     except billing.InsufficientQuota as refused:
         whose = "This API key's own quota" if refused.limit == "key" else "Your account balance"
         raise RelayError(
@@ -281,30 +290,6 @@ async def _admit(request, operation: str) -> Call:
             retry=False,
         ) from None
     return call
-
-
-async def _place_hold(key: KeyInfo, amount: int) -> Hold:
-    """Reserve quota; a hold placed after its caller was cancelled is given back at once."""
-    placing = asyncio.ensure_future(
-        database.run(
-            billing.reserve_quota,
-            user_id=key.user_id,
-            api_key_id=key.id,
-            unlimited_key=key.unlimited_quota,
-            amount=amount,
-        )
-    )
-    try:
-        return await asyncio.shield(placing)
-    except asyncio.CancelledError:
-        # The client left while the hold was being written: nobody will settle it.
-        placing.add_done_callback(_release_orphan)
-        raise
-
-
-def _release_orphan(placing: asyncio.Future) -> None:
-    if not placing.cancelled() and placing.exception() is None:
-        asyncio.ensure_future(database.run(billing.release_hold, hold_id=placing.result().id))
 
 
 def _parse_body(request) -> dict:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from config.cache import memo, shared_cache
-from relay import database
 from relay.models import Channel, routing_order
 
 VERSION_KEY = "channels:version"
@@ -63,13 +62,14 @@ def channels_version() -> int:
     return shared_cache().get(VERSION_KEY, 0)
 
 
-async def enabled_channels(version: int | None = None) -> list[ChannelInfo]:
-    """This process's snapshot of the enabled channels, reloaded when ``version`` moved on."""
+def enabled_channels(version: int | None = None) -> list[ChannelInfo]:
+    """This process's snapshot of the enabled channels, reloaded when the shared version moved
+    on (sync: call it inside a database burst)."""
     if version is None:
-        version = await database.run(channels_version)
+        version = channels_version()
     fresh = time.monotonic() - _snapshot["loaded_at"] < settings.RELAY_CACHE_SECONDS
     if _snapshot["version"] != version or not fresh:
-        _snapshot["channels"] = await database.run(_load)
+        _snapshot["channels"] = _load()
         _snapshot["version"] = version
         _snapshot["loaded_at"] = time.monotonic()
     return _snapshot["channels"]
@@ -85,13 +85,13 @@ def forget_channels() -> None:
     memo.clear()
 
 
-async def channels_for(
+def channels_for(
     *, group: str, model: str, types: frozenset[str], version: int | None = None
 ) -> list[ChannelInfo]:
     """Channels to try for the call, in order (priority, then weighted random)."""
     candidates = [
         channel
-        for channel in await enabled_channels(version)
+        for channel in enabled_channels(version)
         if channel.type in types and channel.serves(group=group, model=model)
     ]
     return routing_order(candidates)

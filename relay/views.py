@@ -55,14 +55,7 @@ async def models(request):
         key, _ = await authenticate(request)
     except RelayError as error:
         return errors.render(error, api=errors.OPENAI)
-    offered = {
-        model
-        for channel in await enabled_channels()
-        if key.group in channel.groups
-        for model in channel.served_models
-        if key.allows_model(model)
-    }
-    priced = await database.run(_priced, offered)
+    priced = await database.run(_usable_models, key)
     created = int(time.time())
     return JsonResponse(
         {
@@ -75,8 +68,15 @@ async def models(request):
     )
 
 
-def _priced(models: set[str]) -> set[str]:
-    return set(ModelPrice.objects.filter(model__in=models).values_list("model", flat=True))
+def _usable_models(key) -> set[str]:
+    offered = {
+        model
+        for channel in enabled_channels()
+        if key.group in channel.groups
+        for model in channel.served_models
+        if key.allows_model(model)
+    }
+    return set(ModelPrice.objects.filter(model__in=offered).values_list("model", flat=True))
 
 
 async def unknown_path(request):

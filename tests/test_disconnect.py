@@ -442,3 +442,49 @@ def test_a_stream_whose_body_never_started_gives_the_hold_back_when_closed(
     assert not UsageLog.objects.exists()
     assert User.objects.get(id=alice.id).quota == ALICE_CREDIT
     books_balance()
+
+
+def test_a_hold_placed_for_a_client_that_left_during_admission_is_given_back(
+    alice, alice_key, openai_channel, books_balance
+):
+    """Django cancels the view when the client leaves; the admission's thread may still be
+    writing the hold. Nobody would settle it: it must be released, not left to the sweep."""
+    from django.test import RequestFactory
+
+    from relay import proxy
+    from relay.providers.base import CHAT
+
+    request = RequestFactory().post(
+        "/v1/chat/completions",
+        data=json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {alice_key}",
+    )
+
+    async def client_leaves_during_admission():
+        admission = asyncio.ensure_future(proxy._admit(request, CHAT))
+        await asyncio.sleep(0)  # the admission's thread is now at work
+        admission.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await admission
+        for _ in range(500):  # let the orphaned hold's release run on this loop
+            await asyncio.sleep(0.01)
+            if not proxy.calls_in_flight() and await asyncio.to_thread(released):
+                return
+
+    def released():
+        from django.db import connection
+
+        try:
+            return Hold.objects.filter(status=Hold.Status.RELEASED).exists()
+        finally:
+            connection.close()
+
+    runner = threading.Thread(target=asyncio.run, args=(client_leaves_during_admission(),))
+    runner.start()
+    runner.join(timeout=30)
+
+    [hold] = Hold.objects.all()
+    assert hold.status == Hold.Status.RELEASED
+    assert User.objects.get(id=alice.id).quota == ALICE_CREDIT
+    books_balance()
