@@ -1,8 +1,9 @@
 """A relayed call, end to end.
 
-key (relay.auth) -> body and model checks -> price -> channels that serve the user's group ->
-hold (billing) -> upstream request, another channel on failure while the client has seen
-nothing -> the answer, streamed as it arrives -> settle the hold exactly once -> journal row.
+Admission, in one worker-thread burst: key (relay.auth) -> body and model checks -> price ->
+channels that serve the user's group -> hold (billing). Then, on the event loop: the upstream
+request, another channel on failure while the client has seen nothing, the answer streamed as
+it arrives. Last, in a second burst: settle the hold exactly once, with its journal row.
 
 Settlement never depends on ``CancelledError`` reaching this code: every way a call ends
 (answer sent, upstream failure, client gone while waiting, client gone mid-stream, a stalled
