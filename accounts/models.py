@@ -9,7 +9,6 @@ import secrets
 
 from django.contrib.auth.models import AbstractUser
 from django.db import models
-from django.utils import timezone
 
 from accounts import secrets as key_secrets
 
@@ -90,12 +89,3 @@ class ApiKey(models.Model):
     def reveal(self) -> str:
         """The key in clear, for its owner to copy again."""
         return key_secrets.decrypt(self.encrypted_key)
-
-    def is_expired(self, now=None) -> bool:
-        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
-
-    def allows_model(self, model: str) -> bool:
-        return not self.allowed_models or model in self.allowed_models
-
-    def allows_ip(self, ip: str) -> bool:
-        return not self.allowed_ips or ip_in(ip, self.allowed_ips)

@@ -109,8 +109,3 @@ def group_ratio_for(group: str) -> Decimal:
         ratio = row.ratio if row else Decimal(1)
         shared_cache().set(key, ratio, settings.RELAY_CACHE_SECONDS)
     return ratio
-
-
-def usd(quota: int) -> Decimal:
-    """Quota shown as US dollars (display only: never compute money with it)."""
-    return Decimal(quota) / QUOTA_PER_USD

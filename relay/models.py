@@ -1,20 +1,8 @@
 """Channels: the upstream accounts Sluice relays to."""
 
-import random
-
 from django.db import models
 
 from accounts import secrets as key_secrets
-
-
-class ChannelQuerySet(models.QuerySet):
-    def serving(self, *, group: str, model: str) -> list["Channel"]:
-        """Enabled channels that serve ``model`` to ``group``, any order."""
-        return [
-            channel
-            for channel in self.filter(status=Channel.Status.ENABLED)
-            if channel.serves(group=group, model=model)
-        ]
 
 
 class Channel(models.Model):
@@ -42,8 +30,6 @@ class Channel(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENABLED)
     created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = ChannelQuerySet.as_manager()
-
     def __str__(self):
         return f"{self.name} ({self.type})"
 
@@ -52,24 +38,3 @@ class Channel(models.Model):
 
     def api_key(self) -> str:
         return key_secrets.decrypt(self.encrypted_key)
-
-    def serves(self, *, group: str, model: str) -> bool:
-        return model in self.served_models and group in self.groups
-
-    def upstream_model(self, model: str) -> str:
-        return self.model_mapping.get(model, model)
-
-
-def routing_order(channels: list[Channel]) -> list[Channel]:
-    """The order to try channels in: highest priority first, weighted random among equals."""
-    by_priority: dict[int, list[Channel]] = {}
-    for channel in channels:
-        by_priority.setdefault(channel.priority, []).append(channel)
-    order = []
-    for priority in sorted(by_priority, reverse=True):
-        pool = list(by_priority[priority])
-        while pool:
-            chosen = random.choices(pool, weights=[max(c.weight, 1) for c in pool])[0]
-            pool.remove(chosen)
-            order.append(chosen)
-    return order

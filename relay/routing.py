@@ -5,13 +5,14 @@ version number in the shared cache) or after RELAY_CACHE_SECONDS. It holds decry
 keys in this process's memory only, never in the shared cache.
 """
 
+import random
 import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
 
 from config.cache import memo, shared_cache
-from relay.models import Channel, routing_order
+from relay.models import Channel
 
 VERSION_KEY = "channels:version"
 
@@ -95,3 +96,18 @@ def channels_for(
         if channel.type in types and channel.serves(group=group, model=model)
     ]
     return routing_order(candidates)
+
+
+def routing_order(channels: list[ChannelInfo]) -> list[ChannelInfo]:
+    """The order to try channels in: highest priority first, weighted random among equals."""
+    by_priority: dict[int, list[ChannelInfo]] = {}
+    for channel in channels:
+        by_priority.setdefault(channel.priority, []).append(channel)
+    order = []
+    for priority in sorted(by_priority, reverse=True):
+        pool = list(by_priority[priority])
+        while pool:
+            chosen = random.choices(pool, weights=[max(c.weight, 1) for c in pool])[0]
+            pool.remove(chosen)
+            order.append(chosen)
+    return order
