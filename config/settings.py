@@ -83,7 +83,7 @@ INSTALLED_APPS = [
     "midjourney",
 ]
 
-# Only the site goes through these; /v1 is served by config.asgi.RelayHandler with none.
+# Only the site goes through these; /v1 is served by relay.http with none.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -1,4 +1,4 @@
-"""Site URLs; /v1 is routed here too but served by config.asgi.RelayHandler (no middleware)."""
+"""Site URLs. The relay's /v1 paths are not here: config.asgi hands them to relay.http."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -6,6 +6,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
-    path("v1/", include("relay.urls")),
     path("", include("accounts.urls")),
 ]

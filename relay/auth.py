@@ -81,7 +81,7 @@ def presented_key(headers) -> str:
 
 def client_ip(request) -> str | None:
     """The caller's IP; X-Forwarded-For counts only when the peer is a trusted proxy."""
-    peer = request.META.get("REMOTE_ADDR")
+    peer = request.peer
     if not settings.TRUSTED_PROXIES or not _is_trusted(peer):
         return peer
     forwarded = [

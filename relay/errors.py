@@ -7,10 +7,9 @@ upstream key, base URL or trace. ``x-should-retry: false`` tells the official SD
 repeat a call that cannot succeed (no credit, bad key), so clients do not triple failures.
 """
 
-import json
 import uuid
 
-from django.http import HttpResponse
+from relay.responses import Response
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
@@ -102,12 +101,8 @@ def status_for(error: RelayError, *, api: str) -> int:
     return error.status
 
 
-def render(error: RelayError, *, api: str) -> HttpResponse:
-    response = HttpResponse(
-        json.dumps(body(error, api=api)),
-        status=status_for(error, api=api),
-        content_type="application/json",
-    )
+def render(error: RelayError, *, api: str) -> Response:
+    response = Response.json(body(error, api=api), status=status_for(error, api=api))
     if error.retry is not None:
-        response["x-should-retry"] = "true" if error.retry else "false"
+        response.headers["x-should-retry"] = "true" if error.retry else "false"
     return response

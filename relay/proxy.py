@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
-from django.http import HttpResponse, StreamingHttpResponse
 
 from accounts import secrets as key_secrets
 from billing import services as billing
@@ -34,6 +33,7 @@ from relay.auth import KeyInfo
 from relay.errors import RelayError
 from relay.providers import provider_for
 from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES
+from relay.responses import Request, Response, StreamingResponse
 from relay.routing import ChannelInfo, channels_for, channels_version, enabled_channels
 from relay.streams import EventParser, Translator, anthropic_sse, openai_sse, translator_for
 
@@ -88,7 +88,6 @@ class Call:
     channels: list[ChannelInfo] = field(default_factory=list)
     hold: Hold | None = None
     channel: ChannelInfo | None = None
-    stream_started: bool = False  # the body generator ran (and will settle from its finally)
     upstream_model: str = ""
     _closing: asyncio.Future | None = None
 
@@ -151,7 +150,7 @@ class Call:
         billing.release_hold(hold_id=self.hold.id)
 
 
-async def relay(request, *, operation: str) -> HttpResponse:
+async def relay(request: Request, *, operation: str) -> Response | StreamingResponse:
     """Serve one /v1 call of the given operation, errors in the caller's format."""
     api = errors.ANTHROPIC if operation == MESSAGES else errors.OPENAI
     try:
@@ -168,7 +167,7 @@ async def relay(request, *, operation: str) -> HttpResponse:
         raise
 
 
-async def _admit(request, operation: str) -> Call:
+async def _admit(request: Request, operation: str) -> Call:
     """Everything before the upstream: who, what, whether it may, and the hold.
 
     The body is parsed here; the rest runs as one burst in a worker thread (one hop per
@@ -293,12 +292,9 @@ def _admit_in_thread(
     return call
 
 
-def _parse_body(request) -> dict:
-    # request.read(), not request.body: Django's 2.5 MB form limit must not apply to /v1
-    # (images travel as base64); the real limit was checked before the body was read.
-    raw = request.read()
+def _parse_body(request: Request) -> dict:
     try:
-        body = json.loads(raw)
+        body = json.loads(request.body)
     except ValueError:
         raise errors.invalid_request(
             "We could not parse the JSON body of your request. Send valid JSON."
@@ -330,7 +326,7 @@ def _max_output(operation: str, body: dict) -> int | None:
     return None
 
 
-async def _forward(call: Call) -> HttpResponse:
+async def _forward(call: Call) -> Response | StreamingResponse:
     """Try the channels in order until one answers; nothing has reached the client before."""
     last_error: RelayError | None = None
     for channel in call.channels:
@@ -455,7 +451,7 @@ def _scrub(text: str, channel: ChannelInfo) -> str:
     return text[:500]
 
 
-async def _finish_plain(call: Call, provider, response: httpx.Response) -> HttpResponse:
+async def _finish_plain(call: Call, provider, response: httpx.Response) -> Response:
     try:
         raw = await response.aread()
     finally:
@@ -481,7 +477,7 @@ async def _finish_plain(call: Call, provider, response: httpx.Response) -> HttpR
     else:
         content = json.dumps(conversions.openai_response_to_anthropic(answer, model=call.model))
     await call.settle(usage, UsageLog.Status.SUCCESS)
-    return HttpResponse(content, content_type="application/json")
+    return Response(200, content if isinstance(content, bytes) else content.encode())
 
 
 def _answer_text(answer: dict) -> str:
@@ -519,41 +515,25 @@ async def _start_stream(call: Call, provider, response: httpx.Response):
         model=call.model,
         client_wants_usage=call.client_wants_usage,
     )
-    return CallStream(
-        _stream(call, response, chunks, parser, first, translator),
-        call=call,
-        upstream_response=response,
+    return stream_response(
+        call, response, _stream(call, response, chunks, parser, first, translator)
     )
 
 
-class CallStream(StreamingHttpResponse):
-    """The client's stream of a call, closed properly even if it never started.
+def stream_response(call: Call, upstream_response, body) -> StreamingResponse:
+    """The client's stream of a call, cleaned up even if its body never starts."""
 
-    The body generator settles the call from its ``finally``, but a generator that never ran
-    has no ``finally`` to run: if the client vanishes while Django is still sending the
-    headers, Django skips the body and only calls ``close()`` at the end of the request. Then
-    nothing was sent, so the hold goes back and the upstream call is cancelled here.
-    """
+    async def unsent() -> None:
+        # The client left before the body started, so the body's own finally never runs:
+        # nothing was sent, the hold goes back and the upstream call is cancelled here.
+        await _close_quietly(upstream_response)
+        await call.release()
 
-    def __init__(self, body, *, call: Call, upstream_response: httpx.Response):
-        super().__init__(body, content_type="text/event-stream", headers=STREAM_HEADERS)
-        self._call = call
-        self._upstream_response = upstream_response
-        self._loop = asyncio.get_running_loop()
-
-    def close(self):
-        super().close()
-        if not self._call.stream_started:  # Django calls close() from a worker thread
-            self._loop.call_soon_threadsafe(asyncio.ensure_future, self._abandon())
-
-    async def _abandon(self) -> None:
-        await _close_quietly(self._upstream_response)
-        await self._call.release()
+    return StreamingResponse(body, unsent=unsent, headers=STREAM_HEADERS)
 
 
 async def _stream(call, response, chunks, parser, first, translator: Translator):
     """The client's stream. Whatever ends it, the ``finally`` settles what was sent."""
-    call.stream_started = True
     sent_text: list[str] = []
     status = UsageLog.Status.CLIENT_GONE
     try:

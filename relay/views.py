@@ -1,15 +1,14 @@
-"""The /v1 endpoints: thin async views over relay.proxy."""
+"""The /v1 endpoints: thin async views over relay.proxy, and ``ROUTES``, the path table that
+relay.http serves them by."""
 
 import time
-
-from django.http import JsonResponse
-from django.views.decorators.csrf import csrf_exempt
 
 from billing.models import ModelPrice
 from relay import database, errors, proxy
 from relay.auth import authenticate
 from relay.errors import RelayError
 from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES
+from relay.responses import Response
 from relay.routing import enabled_channels
 
 
@@ -26,12 +25,11 @@ def _wrong_method(request, allowed: str):
         f"{request.method} is not allowed here; use {allowed}.",
         "method_not_allowed",
     )
-    response["Allow"] = allowed
+    response.headers["Allow"] = allowed
     return response
 
 
 def _endpoint(operation: str):
-    @csrf_exempt
     async def view(request):
         if request.method != "POST":
             return _wrong_method(request, "POST")
@@ -57,7 +55,7 @@ async def models(request):
         return errors.render(error, api=errors.OPENAI)
     priced = await database.run(_usable_models, key)
     created = int(time.time())
-    return JsonResponse(
+    return Response.json(
         {
             "object": "list",
             "data": [
@@ -84,3 +82,12 @@ async def unknown_path(request):
     return _refuse(
         request, 404, f"Unknown endpoint: {request.method} {request.path}", "unknown_url"
     )
+
+
+ROUTES = {
+    "/v1/chat/completions": chat_completions,
+    "/v1/completions": completions,
+    "/v1/embeddings": embeddings,
+    "/v1/messages": messages,
+    "/v1/models": models,
+}

@@ -408,35 +408,39 @@ def held_call(user) -> Call:
     return call
 
 
-def test_a_stream_whose_body_never_started_gives_the_hold_back_when_closed(
-    alice, alice_key, books_balance
-):
-    """The client vanished while the headers were being sent: Django never iterates the body
-    (so its finally never runs) but does call close(), from a worker thread."""
-    from relay.proxy import CallStream
+def test_a_stream_whose_body_never_started_gives_the_hold_back(alice, alice_key, books_balance):
+    """The client vanished while the headers were being sent: the body iterator never ran
+    (so its finally never will), yet the hold goes back and the upstream call is cancelled."""
+    from relay import http
+    from relay.proxy import stream_response
 
     call = held_call(alice)
-    closed = []
+    closed, bodies = [], []
 
     class Upstream:
         async def aclose(self):
             closed.append(True)
 
     async def never_iterated():
+        bodies.append("started")
         yield b""
 
-    async def request_ends_without_body():
-        response = CallStream(never_iterated(), call=call, upstream_response=Upstream())
-        await asyncio.to_thread(response.close)
-        for _ in range(500):
-            if call._closing is not None and call._closing.done():
-                return
-            await asyncio.sleep(0.01)
+    async def send(message):
+        await asyncio.Event().wait()  # blocked on a client that will never read
 
-    runner = threading.Thread(target=asyncio.run, args=(request_ends_without_body(),))
+    async def client_leaves_while_headers_are_sent():
+        response = stream_response(call, Upstream(), never_iterated())
+        sending = asyncio.ensure_future(http.stream(send, response, watch=None))
+        await asyncio.sleep(0.05)
+        sending.cancel()  # what relay.http.Watch does when the client disconnects
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+
+    runner = threading.Thread(target=asyncio.run, args=(client_leaves_while_headers_are_sent(),))
     runner.start()
     runner.join(timeout=30)
 
+    assert bodies == []
     assert closed == [True]  # the upstream call was cancelled
     assert Hold.objects.get(id=call.hold.id).status == Hold.Status.RELEASED
     assert not UsageLog.objects.exists()
