@@ -28,11 +28,10 @@ HOPS = (
     "_restore_context",
 )
 # The first step (in this order) with a frame anywhere in the stack wins: settlement runs inside
-# the stream's generator, the cache inside price_for, everything inside Django's handler.
+# the stream's generator, the cache inside price_for, everything inside relay.http.serve.
 STEPS = [
-    ("settle + usage row", ("_settle_sync (relay/proxy.py", "settle_hold (billing/services.py")),
-    ("release", ("_release_sync (relay/proxy.py", "release_hold (billing/services.py")),
-    ("hold (reserve)", ("reserve_quota (billing/services.py",)),
+    # billing.writer's thread: holds placed, settled and released for many calls at once.
+    ("ledger writer (holds, settlements, usage rows)", ("_work (billing/writer.py",)),
     ("price", ("price_for (billing/pricing.py",)),
     ("group ratio", ("group_ratio_for (billing/pricing.py",)),
     (
@@ -41,7 +40,12 @@ STEPS = [
     ),
     (
         "key lookup",
-        ("authenticate (relay/auth.py", "find_key (relay/auth.py", "_load (relay/auth.py"),
+        (
+            "authenticate (relay/auth.py",
+            "key_info (relay/auth.py",
+            "find_key (relay/auth.py",
+            "_load (relay/auth.py",
+        ),
     ),
     ("channels", ("enabled_channels (relay/routing.py", "channels_for (relay/routing.py")),
     # cache.aget/aset run RedisCache.get/set in a worker thread, where the caller's frames are
@@ -59,7 +63,7 @@ STEPS = [
         ),
     ),
     ("request body / admit (rest)", ("_admit (relay/proxy.py", "_parse_body (relay/proxy.py")),
-    ("Django handler (rest: signals, request, response)", ("django/core/handlers/",)),
+    ("relay front (relay/http.py)", ("serve (relay/http.py", "stream (relay/http.py")),
     ("uvicorn (HTTP server)", ("uvicorn/protocols/",)),
 ]
 # Innermost match wins: the library doing the work.

@@ -21,8 +21,8 @@ def shared_cache():
 class LocalMemo:
     """Values kept in this process for a moment, in front of the shared cache.
 
-    For what every call reads and operators rarely change (prices, group ratios, the channel
-    table's version): a saved change clears this process's memo at once (billing.signals,
+    For what every call reads and operators rarely change (keys, prices, group ratios, the
+    channel table's version): a saved change clears this process's memo at once (billing.signals,
     relay.signals) and reaches other processes within ``seconds``.
     """
 
@@ -31,13 +31,21 @@ class LocalMemo:
         self._values: dict = {}
 
     def get(self, key, load):
-        now = time.monotonic()
-        hit = self._values.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        value = load()
-        self._values[key] = (now + self.seconds, value)
+        found, value = self.lookup(key)
+        if not found:
+            value = load()
+            self.put(key, value)
         return value
+
+    def lookup(self, key) -> tuple[bool, object]:
+        """(True, value) while ``key`` is fresh, else (False, None)."""
+        hit = self._values.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
+    def put(self, key, value) -> None:
+        self._values[key] = (time.monotonic() + self.seconds, value)
 
     def clear(self) -> None:
         self._values.clear()

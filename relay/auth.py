@@ -1,8 +1,11 @@
 """Who is calling: the API key from the request, found by its HMAC, checked, and the client IP.
 
-A key's settings are cached by its lookup HMAC (never by the key itself) for
-RELAY_CACHE_SECONDS; saving a key or its user drops the entry (relay.signals). Balances are
-not cached: the conditional UPDATE of a hold checks them in the database every call.
+A key's settings are cached by its lookup HMAC (never by the key itself): in the shared cache
+for RELAY_CACHE_SECONDS, and in each process (``key_info``) for as long as the shared "keys
+epoch" stays the same. Saving any key or user drops its shared entry and moves the epoch on
+(relay.signals), so every process forgets its keys within RELAY_LOCAL_CACHE_SECONDS, the
+time it trusts its last look at the epoch. Balances are not cached: placing a hold checks
+them in the database every call.
 """
 
 from dataclasses import dataclass
@@ -13,7 +16,7 @@ from django.utils import timezone
 
 from accounts import secrets as key_secrets
 from accounts.models import ApiKey, ip_in
-from config.cache import shared_cache
+from config.cache import LocalMemo, shared_cache
 from relay import database
 from relay.errors import RelayError
 
@@ -58,6 +61,36 @@ def _load(lookup_hash: str) -> KeyInfo | None:
         allowed_models=tuple(row.allowed_models or ()),
         allowed_ips=tuple(row.allowed_ips or ()),
     )
+
+
+EPOCH_KEY = "apikeys:epoch"
+_known = LocalMemo(seconds=settings.RELAY_CACHE_SECONDS)  # lookup hash -> (epoch, KeyInfo)
+
+
+def keys_epoch() -> int:
+    """The shared epoch of key settings (sync)."""
+    return shared_cache().get(EPOCH_KEY, 0)
+
+
+def forget_keys(lookup_hashes) -> None:
+    """Drop keys from the shared cache and make every process forget the keys it knows."""
+    shared_cache().delete_many([key_cache_key(h) for h in lookup_hashes])
+    try:
+        shared_cache().incr(EPOCH_KEY)
+    except ValueError:
+        shared_cache().set(EPOCH_KEY, 1, None)
+    _known.clear()
+
+
+async def key_info(lookup_hash: str) -> KeyInfo | None:
+    """The key's settings, from this process while the keys epoch has not moved."""
+    epoch = await database.remembered("keys-epoch", keys_epoch)
+    found, entry = _known.lookup(lookup_hash)
+    if found and entry[0] == epoch:
+        return entry[1]
+    info = await database.run(find_key, lookup_hash)
+    _known.put(lookup_hash, (epoch, info))
+    return info
 
 
 def find_key(lookup_hash: str) -> KeyInfo | None:
@@ -132,5 +165,5 @@ async def authenticate(request) -> tuple[KeyInfo, str | None]:
     key = presented_key(request.headers)
     if not key:
         raise no_key()
-    info = await database.run(find_key, key_secrets.lookup_hash(key))
+    info = await key_info(key_secrets.lookup_hash(key))
     return info, check_key(info, request)

@@ -8,6 +8,8 @@ queries is done lets a pool of a few connections serve hundreds of calls in flig
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 
+from config.cache import memo
+
 
 def _run_and_release(function, args, kwargs):
     try:
@@ -24,3 +26,12 @@ async def run(function, /, *args, **kwargs):
     make Django start a fresh thread for every request.
     """
     return await sync_to_async(_run_and_release, thread_sensitive=False)(function, args, kwargs)
+
+
+async def remembered(key, load, /, *args):
+    """``load(*args)`` through this process's memo: no thread hop while the value is fresh."""
+    found, value = memo.lookup(key)
+    if not found:
+        value = await run(load, *args)
+        memo.put(key, value)
+    return value

@@ -1,9 +1,10 @@
 """A relayed call, end to end.
 
-Admission, in one worker-thread burst: key (relay.auth) -> body and model checks -> price ->
-channels that serve the user's group -> hold (billing). Then, on the event loop: the upstream
-request, another channel on failure while the client has seen nothing, the answer streamed as
-it arrives. Last, in a second burst: settle the hold exactly once, with its journal row.
+Admission, on the event loop: key (relay.auth) -> body and model checks -> price -> channels
+that serve the user's group (all read through this process's memo) -> hold (placed by the
+ledger writer, billing.writer). Then the upstream request, another channel on failure while the
+client has seen nothing, the answer streamed as it arrives. Last: settle the hold exactly once,
+with its journal row (the ledger writer again; a plain answer waits for that commit).
 
 Settlement never depends on ``CancelledError`` reaching this code: every way a call ends
 (answer sent, upstream failure, client gone while waiting, client gone mid-stream, a stalled
@@ -25,10 +26,10 @@ from django.conf import settings
 
 from accounts import secrets as key_secrets
 from billing import services as billing
+from billing import writer
 from billing.models import Hold, UsageLog
 from billing.pricing import Price, TokenUsage, group_ratio_for, price_for
-from config.cache import memo
-from relay import auth, conversions, database, errors, tokens, upstream
+from relay import auth, conversions, database, errors, routing, tokens, upstream
 from relay.auth import KeyInfo
 from relay.errors import RelayError
 from relay.providers import provider_for
@@ -101,15 +102,15 @@ class Call:
 
     async def settle(self, usage: TokenUsage, status: str) -> None:
         """Charge the call (exactly once, whatever else happens to this task)."""
-        await self._close_once(self._settle_sync, usage, status)
+        await self._close_once(self._settlement, usage, status)
 
     async def release(self) -> None:
         """Give the hold back: nothing of the call reached the client."""
-        await self._close_once(self._release_sync)
+        await self._close_once(self._release)
 
-    async def _close_once(self, work, *args) -> None:
+    async def _close_once(self, make_operation, *args) -> None:
         if self._closing is None:
-            self._closing = asyncio.ensure_future(database.run(work, *args))
+            self._closing = asyncio.ensure_future(writer.run(make_operation(*args)))
             self._closing.add_done_callback(self._closed)
         try:
             # Shielded: if this task is cancelled meanwhile, the settlement still runs to the end.
@@ -128,8 +129,8 @@ class Call:
                 exc_info=closing.exception(),
             )
 
-    def _settle_sync(self, usage: TokenUsage, status: str) -> None:
-        billing.settle_hold(
+    def _settlement(self, usage: TokenUsage, status: str) -> billing.Settle:
+        return billing.Settle(
             hold=self.hold,
             price=self.price,
             group_ratio=self.group_ratio,
@@ -146,8 +147,8 @@ class Call:
             ),
         )
 
-    def _release_sync(self) -> None:
-        billing.release_hold(hold_id=self.hold.id)
+    def _release(self) -> billing.Release:
+        return billing.Release(self.hold)
 
 
 async def relay(request: Request, *, operation: str) -> Response | StreamingResponse:
@@ -170,50 +171,18 @@ async def relay(request: Request, *, operation: str) -> Response | StreamingResp
 async def _admit(request: Request, operation: str) -> Call:
     """Everything before the upstream: who, what, whether it may, and the hold.
 
-    The body is parsed here; the rest runs as one burst in a worker thread (one hop per
-    admission). If the client leaves meanwhile, a hold placed for it is given back.
+    On the event loop: what it reads (the key's settings, prices, channels) comes from this
+    process's memo, with a thread hop only when that is stale. The hold goes through the ledger
+    writer (billing.writer). If the client leaves while the hold is being placed, it is given
+    back.
     """
     presented = auth.presented_key(request.headers)
     if not presented:
         raise auth.no_key()
-    try:
-        body, problem = _parse_body(request), None
-    except RelayError as error:
-        body, problem = {}, error
-    admitting = asyncio.ensure_future(
-        database.run(
-            _admit_in_thread,
-            request=request,
-            operation=operation,
-            lookup_hash=key_secrets.lookup_hash(presented),
-            body=body,
-            body_problem=problem,
-        )
-    )
-    try:
-        call = await asyncio.shield(admitting)
-    except asyncio.CancelledError:
-        # The client left while the hold was being written: nobody will settle it.
-        admitting.add_done_callback(_release_orphan)
-        raise
-    _in_flight.add(call)
-    return call
-
-
-def _release_orphan(admitting: asyncio.Future) -> None:
-    if not admitting.cancelled() and admitting.exception() is None:
-        hold = admitting.result().hold
-        asyncio.ensure_future(database.run(billing.release_hold, hold_id=hold.id))
-
-
-def _admit_in_thread(
-    *, request, operation: str, lookup_hash: str, body: dict, body_problem: RelayError | None
-) -> Call:
-    key = auth.find_key(lookup_hash)
+    key = await auth.key_info(key_secrets.lookup_hash(presented))
     # Who is calling is answered before what was asked: a bad key gets 401 whatever its body.
     ip = auth.check_key(key, request)
-    if body_problem:
-        raise body_problem
+    body = _parse_body(request)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise errors.invalid_request("You must provide a model parameter.", param="model")
@@ -224,7 +193,7 @@ def _admit_in_thread(
             code="model_not_allowed",
             retry=False,
         )
-    price = memo.get(("price", model), lambda: price_for(model))
+    price = await database.remembered(("price", model), price_for, model)
     if price is None:
         raise RelayError(
             404,
@@ -232,24 +201,8 @@ def _admit_in_thread(
             code="model_not_found",
             retry=False,
         )
-    version = memo.get("channels-version", channels_version)
-    channels = channels_for(
-        group=key.group, model=model, types=SERVABLE_BY[operation], version=version
-    )
-    if not channels:
-        # A model offered only by channels that cannot do this operation (a Claude model on
-        # /v1/embeddings) is usable elsewhere: say so rather than that nobody offers it.
-        offered = any(
-            channel.serves(group=key.group, model=model) for channel in enabled_channels(version)
-        )
-        raise RelayError(
-            404,
-            f"The model '{model}' cannot be used with {request.path}."
-            if offered
-            else f"No channel offers the model '{model}' to your group ('{key.group}').",
-            code="model_not_found",
-            retry=False,
-        )
+    group_ratio = await database.remembered(("group", key.group), group_ratio_for, key.group)
+    channels = await _channels(request, key, model, operation)
     call = Call(
         key=key,
         operation=operation,
@@ -258,12 +211,10 @@ def _admit_in_thread(
         stream=bool(body.get("stream")) and operation != EMBEDDINGS,
         client_ip=ip,
         price=price,
-        group_ratio=memo.get(("group", key.group), lambda: group_ratio_for(key.group)),
-        input_tokens=_count_input(operation, body, model),
+        group_ratio=group_ratio,
+        input_tokens=await _count_input(request, operation, body, model),
         client_headers={
-            name: value
-            for name, value in request.headers.items()
-            if name.lower() in FORWARDED_HEADERS
+            name: value for name, value in request.headers.items() if name in FORWARDED_HEADERS
         },
         channels=channels,
     )
@@ -272,15 +223,22 @@ def _admit_in_thread(
         max_output=_max_output(operation, body),
         group_ratio=call.group_ratio,
     )
-    try:
-        call.hold = billing.reserve_quota(
+    placing = writer.submit(
+        billing.Reserve(
             user_id=key.user_id,
             api_key_id=key.id,
             unlimited_key=key.unlimited_quota,
             amount=estimate,
         )
-    except billing.InsufficientQuota as refused:
-        whose = "This API key's own quota" if refused.limit == "key" else "Your account balance"
+    )
+    try:
+        outcome = await asyncio.shield(placing)
+    except asyncio.CancelledError:
+        # The client left while the hold was being placed: nobody will settle it.
+        placing.add_done_callback(_release_orphan)
+        raise
+    if isinstance(outcome, billing.InsufficientQuota):
+        whose = "This API key's own quota" if outcome.limit == "key" else "Your account balance"
         raise RelayError(
             429,
             f"{whose} is too low for this request (it needs up to {estimate} quota). "
@@ -288,8 +246,43 @@ def _admit_in_thread(
             code="insufficient_quota",
             error_type="insufficient_quota",
             retry=False,
-        ) from None
+        )
+    if isinstance(outcome, Exception):
+        raise outcome
+    call.hold = outcome
+    _in_flight.add(call)
     return call
+
+
+def _release_orphan(placing: asyncio.Future) -> None:
+    hold = placing.result()
+    if isinstance(hold, Hold):
+        writer.submit(billing.Release(hold))
+
+
+async def _channels(request: Request, key: KeyInfo, model: str, operation: str):
+    """The channels to try, in order; or why there are none."""
+    version = await database.remembered("channels-version", channels_version)
+    if not routing.snapshot_is_current(version):
+        await database.run(enabled_channels, version)
+    channels = channels_for(
+        group=key.group, model=model, types=SERVABLE_BY[operation], version=version
+    )
+    if channels:
+        return channels
+    # A model offered only by channels that cannot do this operation (a Claude model on
+    # /v1/embeddings) is usable elsewhere: say so rather than that nobody offers it.
+    offered = any(
+        channel.serves(group=key.group, model=model) for channel in enabled_channels(version)
+    )
+    raise RelayError(
+        404,
+        f"The model '{model}' cannot be used with {request.path}."
+        if offered
+        else f"No channel offers the model '{model}' to your group ('{key.group}').",
+        code="model_not_found",
+        retry=False,
+    )
 
 
 def _parse_body(request: Request) -> dict:
@@ -304,7 +297,18 @@ def _parse_body(request: Request) -> dict:
     return body
 
 
-def _count_input(operation: str, body: dict, model: str) -> int:
+# Bodies up to this size are counted on the event loop (a few microseconds per kilobyte);
+# bigger ones (long documents, base64 images) in a worker thread.
+COUNT_INLINE_BYTES = 64 * 1024
+
+
+async def _count_input(request: Request, operation: str, body: dict, model: str) -> int:
+    if len(request.body) <= COUNT_INLINE_BYTES:
+        return _count_input_now(operation, body, model)
+    return await asyncio.to_thread(_count_input_now, operation, body, model)
+
+
+def _count_input_now(operation: str, body: dict, model: str) -> int:
     if operation == CHAT:
         return tokens.count_messages(body.get("messages") or [], model, tools=body.get("tools"))
     if operation == MESSAGES:

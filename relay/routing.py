@@ -68,12 +68,17 @@ def enabled_channels(version: int | None = None) -> list[ChannelInfo]:
     on (sync: call it inside a database burst)."""
     if version is None:
         version = channels_version()
-    fresh = time.monotonic() - _snapshot["loaded_at"] < settings.RELAY_CACHE_SECONDS
-    if _snapshot["version"] != version or not fresh:
+    if not snapshot_is_current(version):
         _snapshot["channels"] = _load()
         _snapshot["version"] = version
         _snapshot["loaded_at"] = time.monotonic()
     return _snapshot["channels"]
+
+
+def snapshot_is_current(version: int) -> bool:
+    """Whether ``enabled_channels(version)`` can answer without the database."""
+    fresh = time.monotonic() - _snapshot["loaded_at"] < settings.RELAY_CACHE_SECONDS
+    return fresh and _snapshot["version"] == version
 
 
 def forget_channels() -> None:

@@ -24,7 +24,7 @@ from accounts.services import create_api_key, create_user
 from billing import services as billing
 from billing.default_prices import load_default_prices
 from billing.models import ModelPrice
-from relay import routing
+from relay import auth, routing
 from relay.models import Channel
 from tests.mock_upstream import mock_upstream  # noqa: F401 (a fixture)
 
@@ -82,6 +82,7 @@ def fresh_caches():
     """Cached keys, prices and channels must not leak from one test's database to the next."""
     cache.clear()
     routing.forget_channels()
+    auth.forget_keys([])
     yield
     cache.clear()
 

@@ -217,3 +217,98 @@ def test_reconcile_names_an_account_whose_books_do_not_balance(alice, bob):
     problems = services.reconcile()
     assert [(p.kind, p.id) for p in problems] == [("user", bob.id)]
     assert "balance 1" in str(problems[0])
+
+
+def test_a_batch_decides_each_operation_in_order_against_what_the_ones_before_left(
+    alice, bob, books_balance
+):
+    """billing.writer runs many calls' operations in one transaction: each must be decided
+    exactly as it would be alone, after the ones queued before it."""
+    key, _ = create_api_key(user=alice, quota=30_000)
+    bob_key, _ = create_api_key(user=bob)
+    User.objects.filter(id=bob.id).update(quota=5_000)
+    LedgerEntry.objects.create(user=bob, kind="adjustment", amount=5_000 - bob.quota)
+    settled = services.reserve_quota(
+        user_id=alice.id, api_key_id=key.id, unlimited_key=False, amount=10_000
+    )
+    released = services.reserve_quota(
+        user_id=alice.id, api_key_id=key.id, unlimited_key=False, amount=10_000
+    )
+
+    results = services.apply_batch(
+        [
+            services.Reserve(bob.id, bob_key.id, True, 4_000),
+            services.Reserve(bob.id, bob_key.id, True, 4_000),  # 1,000 left: refused
+            # The key's allowance has 10,000 left until the release below gives 10,000 back.
+            services.Reserve(alice.id, key.id, False, 15_000),
+            services.Settle(settled, gpt4o(), Decimal(1), TokenUsage(input_tokens=800), CALL),
+            services.Release(released),
+            services.Reserve(alice.id, key.id, False, 15_000),
+            services.Settle(settled, gpt4o(), Decimal(1), TokenUsage(input_tokens=800), CALL),
+        ]
+    )
+
+    first, refused, too_early, cost, given_back, placed, again = results
+    assert isinstance(first, Hold) and first.id and first.amount == 4_000
+    assert isinstance(refused, services.InsufficientQuota) and refused.limit == "balance"
+    assert isinstance(too_early, services.InsufficientQuota) and too_early.limit == "key"
+    assert cost == 1_000  # gpt-4o: 1.25 × 800
+    assert given_back is True
+    assert isinstance(placed, Hold) and placed.id and placed.key_amount == 15_000
+    assert again is None  # a hold settles once, even twice in one batch
+    assert Hold.objects.filter(status=Hold.Status.OPEN).count() == 2
+    key.refresh_from_db()
+    assert key.remaining_quota == 30_000 - 1_000 - 15_000
+    assert User.objects.get(id=bob.id).quota == 1_000
+    assert UsageLog.objects.get().quota == 1_000
+    books_balance()
+
+
+def test_a_failed_batch_leaves_nothing_behind(alice, alice_key, books_balance):
+    key = ApiKey.objects.find(alice_key).get()
+    hold = services.reserve_quota(
+        user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=1_000
+    )
+    broken = services.CallRecord(endpoint="chat", model="gpt-4o", channel_id="not a number")
+    with pytest.raises(Exception):  # noqa: B017 - whichever error the database raises
+        services.apply_batch(
+            [
+                services.Reserve(alice.id, key.id, True, 2_000),
+                services.Settle(hold, gpt4o(), Decimal(1), TokenUsage(input_tokens=8), broken),
+            ]
+        )
+    assert Hold.objects.get().status == Hold.Status.OPEN
+    assert User.objects.get(id=alice.id).quota == 10_000_000 - 1_000
+    books_balance()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_ledger_writer_answers_each_call_and_one_bad_operation_fails_alone(
+    alice, alice_key, books_balance
+):
+    import asyncio
+
+    from billing import writer
+
+    key = ApiKey.objects.find(alice_key).get()
+    hold = services.reserve_quota(
+        user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=1_000
+    )
+    broken = services.CallRecord(endpoint="chat", model="gpt-4o", channel_id="not a number")
+    price = gpt4o()
+
+    async def many_calls():
+        reserves = [writer.run(services.Reserve(alice.id, key.id, True, 100)) for _ in range(40)]
+        bad = writer.run(
+            services.Settle(hold, price, Decimal(1), TokenUsage(input_tokens=8), broken)
+        )
+        return await asyncio.gather(*reserves, bad, return_exceptions=True)
+
+    *holds, failure = asyncio.run(many_calls())
+
+    assert all(isinstance(h, Hold) and h.id for h in holds)
+    assert len({h.id for h in holds}) == 40
+    assert isinstance(failure, ValueError)
+    assert Hold.objects.filter(status=Hold.Status.OPEN).count() == 41
+    assert User.objects.get(id=alice.id).quota == 10_000_000 - 1_000 - 40 * 100
+    books_balance()

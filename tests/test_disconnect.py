@@ -449,31 +449,44 @@ def test_a_stream_whose_body_never_started_gives_the_hold_back(alice, alice_key,
 
 
 def test_a_hold_placed_for_a_client_that_left_during_admission_is_given_back(
-    alice, alice_key, openai_channel, books_balance
+    alice, alice_key, openai_channel, books_balance, monkeypatch
 ):
-    """Django cancels the view when the client leaves; the admission's thread may still be
-    writing the hold. Nobody would settle it: it must be released, not left to the sweep."""
-    from django.test import RequestFactory
-
+    """relay.http cancels the call when the client leaves; the ledger writer may be placing
+    its hold right then. Nobody would settle that hold: it must be released, not left to the
+    expiry sweep."""
+    from billing import writer
     from relay import proxy
-    from relay.providers.base import CHAT
+    from relay.responses import Request
 
-    request = RequestFactory().post(
-        "/v1/chat/completions",
-        data=json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {alice_key}",
+    request = Request(
+        method="POST",
+        path="/v1/chat/completions",
+        headers={"authorization": f"Bearer {alice_key}", "content-type": "application/json"},
+        peer="127.0.0.1",
+        body=json.dumps(
+            {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+        ).encode(),
     )
+    submit = writer.submit
+    placed = []
+
+    def submit_then_leave(operation):
+        future = submit(operation)
+        if not placed:  # the hold is on its way: now the client leaves
+            placed.append(future)
+            asyncio.get_running_loop().call_soon(admission.cancel)
+        return future
+
+    monkeypatch.setattr(writer, "submit", submit_then_leave)
 
     async def client_leaves_during_admission():
+        nonlocal admission
         admission = asyncio.ensure_future(proxy._admit(request, CHAT))
-        await asyncio.sleep(0)  # the admission's thread is now at work
-        admission.cancel()
         with pytest.raises(asyncio.CancelledError):
             await admission
         for _ in range(500):  # let the orphaned hold's release run on this loop
             await asyncio.sleep(0.01)
-            if not proxy.calls_in_flight() and await asyncio.to_thread(released):
+            if await asyncio.to_thread(released):
                 return
 
     def released():
@@ -484,11 +497,14 @@ def test_a_hold_placed_for_a_client_that_left_during_admission_is_given_back(
         finally:
             connection.close()
 
+    admission = None
     runner = threading.Thread(target=asyncio.run, args=(client_leaves_during_admission(),))
     runner.start()
     runner.join(timeout=30)
 
+    assert placed and placed[0].done()  # the hold was placed after the client had left
     [hold] = Hold.objects.all()
     assert hold.status == Hold.Status.RELEASED
     assert User.objects.get(id=alice.id).quota == ALICE_CREDIT
+    assert proxy.calls_in_flight() == 0
     books_balance()

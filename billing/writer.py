@@ -1,0 +1,109 @@
+"""The relay's money writes, in group commits: one thread, one transaction per batch.
+
+Every call places a hold before it goes upstream and settles (or releases) it after. Done one
+by one, each of those is a thread hop from the event loop plus a transaction and its commit,
+which cost more than the rest of the call together (bench/README.md). Here, each process has
+one writer thread: calls queue their operation (billing.services ``Reserve``, ``Settle``,
+``Release``) and await its result; the thread takes everything queued, runs it with
+``services.apply_batch`` in one transaction, commits once and answers each caller on its own
+event loop. Under load a batch holds many calls; at rest it holds one, and nobody waits for a
+timer.
+
+Nothing about the money changes: every operation is exactly what it is alone, the books
+balance after every commit, and a call's answer waits for its settlement to commit. If a batch
+fails (the database went away, a deadlock), each of its operations is retried alone, so one
+bad operation cannot take the others down with it.
+"""
+
+import asyncio
+import logging
+import queue
+import threading
+
+from django.db import connection
+
+from billing import services
+
+logger = logging.getLogger(__name__)
+
+_queue: queue.SimpleQueue = queue.SimpleQueue()
+_thread: threading.Thread | None = None
+_started = threading.Lock()
+
+
+def submit(operation) -> asyncio.Future:
+    """Queue ``operation``; the future gets its result (or exception) once committed."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    _queue.put((operation, loop, future))
+    if _thread is None or not _thread.is_alive():
+        _start()
+    return future
+
+
+async def run(operation):
+    """Queue ``operation`` and wait for it to commit; a refusal is raised.
+
+    Shielded: if the caller is cancelled meanwhile, the operation still commits.
+    """
+    result = await asyncio.shield(submit(operation))
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def _start() -> None:
+    global _thread
+    with _started:
+        if _thread is None or not _thread.is_alive():
+            _thread = threading.Thread(target=_work, name="sluice-ledger-writer", daemon=True)
+            _thread.start()
+
+
+def _work() -> None:
+    while True:
+        batch = [_queue.get()]
+        while True:
+            try:
+                batch.append(_queue.get_nowait())
+            except queue.Empty:
+                break
+        for (_, loop, future), outcome in zip(batch, _apply(batch), strict=True):
+            loop.call_soon_threadsafe(_deliver, future, outcome)
+        if _queue.empty():
+            connection.close()  # idle: hand the connection back to the pool
+
+
+def _apply(batch) -> list:
+    operations = [operation for operation, _, _ in batch]
+    try:
+        return services.apply_batch(operations)
+    except Exception:  # noqa: BLE001 - retried one by one below, each failure reported alone
+        logger.warning("ledger batch of %d failed; retrying one by one", len(batch), exc_info=True)
+        _reset_connection()
+    outcomes = []
+    for operation in operations:
+        try:
+            [outcome] = services.apply_batch([operation])
+        except Exception as problem:  # noqa: BLE001 - handed to the caller
+            _reset_connection()
+            outcome = problem
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _reset_connection() -> None:
+    try:
+        connection.close()
+    except Exception:  # noqa: BLE001 - a broken connection is dropped either way
+        pass
+
+
+def _deliver(future: asyncio.Future, outcome) -> None:
+    if not future.done():
+        future.set_result(outcome)
+
+
+def pending() -> int:
+    """Operations queued and not yet taken by the writer (for tests and shutdown)."""
+    return _queue.qsize()
