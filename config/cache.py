@@ -6,6 +6,7 @@ pool and a new TCP connection per call. The hot path reads through this process-
 instead; writes and invalidations may use either, since both reach the same store.
 """
 
+import random
 import time
 from functools import cache
 
@@ -26,8 +27,11 @@ class LocalMemo:
     relay.signals) and reaches other processes within ``seconds``.
     """
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, spread: float = 0.0):
         self.seconds = seconds
+        # Entries loaded together (a server warming up) expire at different moments when
+        # spread > 0, rather than all being reloaded in one burst.
+        self.spread = spread
         self._values: dict = {}
 
     def get(self, key, load):
@@ -45,7 +49,8 @@ class LocalMemo:
         return False, None
 
     def put(self, key, value) -> None:
-        self._values[key] = (time.monotonic() + self.seconds, value)
+        seconds = self.seconds * (1 - self.spread * random.random())
+        self._values[key] = (time.monotonic() + seconds, value)
 
     def clear(self) -> None:
         self._values.clear()

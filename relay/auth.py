@@ -64,7 +64,8 @@ def _load(lookup_hash: str) -> KeyInfo | None:
 
 
 EPOCH_KEY = "apikeys:epoch"
-_known = LocalMemo(seconds=settings.RELAY_CACHE_SECONDS)  # lookup hash -> (epoch, KeyInfo)
+# lookup hash -> (epoch, KeyInfo)
+_known = LocalMemo(seconds=settings.RELAY_CACHE_SECONDS, spread=0.5)
 
 
 def keys_epoch() -> int:

@@ -344,13 +344,10 @@ async def _forward(call: Call) -> Response | StreamingResponse:
         client = upstream.client()
         try:
             response = await client.send(
-                client.build_request(
-                    "POST",
+                upstream.request(
                     provider.url(channel.base_url, _upstream_operation(call, provider)),
-                    headers=provider.headers(
-                        channel.api_key, {k.lower(): v for k, v in call.client_headers.items()}
-                    ),
-                    json=request_body,
+                    provider.headers(channel.api_key, call.client_headers),
+                    json.dumps(request_body).encode(),
                 ),
                 stream=True,
             )

@@ -54,6 +54,7 @@ BEHAVIOUR_KEYS = frozenset(
         "usage",
         "text",
         "no_usage",
+        "set_cookie",
     }
 )
 
@@ -467,7 +468,10 @@ class MockUpstream:
             answer = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
             if behaviour.get("no_usage"):  # an OpenAI-compatible upstream that reports none
                 del answer["usage"]
-            return web.json_response(answer)
+            response = web.json_response(answer)
+            if behaviour.get("set_cookie"):  # e.g. a CDN's session cookie in front of the API
+                response.set_cookie("session", behaviour["set_cookie"])
+            return response
 
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         include_usage = include_usage and not behaviour.get("no_usage")

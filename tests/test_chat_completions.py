@@ -48,6 +48,20 @@ def test_it_answers_and_charges_the_listed_price(
     books_balance()
 
 
+def test_a_cookie_an_upstream_sets_never_rides_along_on_another_call(
+    alice, alice_key, bob, openai_channel, make_openai, mock_upstream
+):
+    """The upstream client is shared by every user's calls: it must keep no cookie jar."""
+    from accounts.services import create_api_key
+
+    _, bob_key = create_api_key(user=bob)
+    mock_upstream.script({"set_cookie": "alice-session"})
+    make_openai(alice_key).chat.completions.create(model="gpt-4o", messages=HELLO)
+    make_openai(bob_key).chat.completions.create(model="gpt-4o", messages=HELLO)
+
+    assert "cookie" not in mock_upstream.requests[-1]["headers"]
+
+
 def test_cached_input_is_billed_at_the_cache_read_ratio(
     alice, alice_key, openai_channel, make_openai, mock_upstream
 ):
