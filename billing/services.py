@@ -289,17 +289,15 @@ def apply_batch(operations: list) -> list:
                 books.user_changes,
             )
         if books.key_changes:
-            used_now = [i for i, change in books.key_changes.items() if change[2]]
             _update(
                 cursor,
                 KEY,
-                {"remaining_quota": "+", "used_quota": "+"},
-                {i: change[:2] for i, change in books.key_changes.items()},
+                {"remaining_quota": "+", "used_quota": "+", "last_used_at": "?"},
+                {
+                    i: [remaining, used, db_now if used_now else None]
+                    for i, (remaining, used, used_now) in books.key_changes.items()
+                },
             )
-            if used_now:
-                _update(
-                    cursor, KEY, {}, {i: [] for i in used_now}, also=("last_used_at = %s", db_now)
-                )
         if books.new_holds:
             ids = _insert_rows(
                 cursor, Hold, [_row(hold) for hold in books.new_holds], returning=True
@@ -385,12 +383,14 @@ def _lock(cursor, table: str, column: str, ids) -> dict:
     return dict(cursor.fetchall())
 
 
+# How _update changes a column: add the value, put it, or put it unless it is None.
+ASSIGN = {"+": "{name} = {name} + %s", "=": "{name} = %s", "?": "{name} = COALESCE(%s, {name})"}
+
+
 def _update(cursor, table: str, columns: dict, changes: dict, also=None) -> None:
-    """Change many rows: ``changes`` maps id -> one value per column, each added to the column
-    ("+") or put in it ("="); ``also`` is one more (assignment, value) for every row."""
-    assignments = [
-        f"{name} = {name} + %s" if how == "+" else f"{name} = %s" for name, how in columns.items()
-    ]
+    """Change many rows: ``changes`` maps id -> one value per column, changed as ``columns``
+    says (see ASSIGN); ``also`` is one more (assignment, value) for every row."""
+    assignments = [ASSIGN[how].format(name=name) for name, how in columns.items()]
     extra = [also[1]] if also else []
     if also:
         assignments.append(also[0])
