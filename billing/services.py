@@ -7,7 +7,6 @@ Services use plain ``atomic()`` so they compose inside a caller's transaction (D
 runs in one).
 """
 
-import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
@@ -80,15 +79,15 @@ def set_key_limit(
 
 
 # The hot path's operations: Reserve (place a hold), Settle, Release. ``apply_batch`` runs any
-# number of them in one transaction with a fixed handful of statements (billing.writer batches
-# the relay's calls this way); reserve_quota, settle_hold and release_hold run one alone.
+# number of them in one transaction (billing.writer batches the relay's calls this way);
+# reserve_quota, settle_hold and release_hold run one alone.
 #
 # How a batch works: it locks the holds it closes, then the users, then the keys involved, each
 # in id order (every writer locks in this order, so two batches can never deadlock), and reads
 # their balances. Each operation is then decided in Python, in arrival order, against those
 # locked balances, exactly as a conditional UPDATE would decide it, and the changes are written
-# back as one UPDATE per table and one INSERT per kind of new row. A refusal changes nothing,
-# so a batch never needs a savepoint.
+# back table by table in the same order. A refusal changes nothing, so a batch never needs a
+# savepoint.
 
 
 @dataclass
@@ -255,60 +254,134 @@ def apply_batch(operations: list) -> list:
     user_ids |= {hold.user_id for hold in closing}
     key_ids = {op.api_key_id for op in operations if isinstance(op, Reserve)}
     key_ids |= {hold.api_key_id for hold in closing if hold.api_key_id}
-    now = timezone.now()
-    results: list = [None] * len(operations)
-    with transaction.atomic(), _cursor() as cursor, _pipeline():
-        if not closing:
-            _commit_without_waiting_for_disk(cursor)
-        books = _Books(
-            holds=_lock(cursor, HOLD, "status", {hold.id for hold in closing}),
-            users=_lock(cursor, USER, "quota", user_ids),
-            keys=_lock(cursor, KEY, "remaining_quota", key_ids),
+    locks = [
+        (HOLD, "status", {hold.id for hold in closing}),
+        (USER, "quota", user_ids),
+        (KEY, "remaining_quota", key_ids),
+    ]
+    run = _run_on_postgres if connection.vendor == "postgresql" else _run_on_sqlite
+    return run(operations, locks, holds_only=not closing)
+
+
+def _decide(operations, holds, users, keys) -> tuple[list, "_Books"]:
+    books = _Books(holds=holds, users=users, keys=keys)
+    results = []
+    for op in operations:
+        if isinstance(op, Reserve):
+            results.append(books.reserve(op))
+        elif isinstance(op, Settle):
+            results.append(books.settle(op))
+        else:
+            results.append(books.release(op))
+    return results, books
+
+
+def _changes(books: "_Books", now, journal_values) -> list[tuple[str, list]]:
+    """The batch's writes as (statement, rows) pairs, each statement run once per row."""
+    statements = []
+    if books.closed:
+        statements.append(
+            (
+                f"UPDATE {HOLD} SET status = %s, closed_at = %s WHERE id = %s",
+                [[status, now, i] for i, status in sorted(books.closed.items())],
+            )
         )
-        for index, op in enumerate(operations):
-            if isinstance(op, Reserve):
-                results[index] = books.reserve(op)
-            elif isinstance(op, Settle):
-                results[index] = books.settle(op)
-            else:
-                results[index] = books.release(op)
-        db_now = connection.ops.adapt_datetimefield_value(now)
-        if books.closed:
-            _update(
-                cursor,
-                HOLD,
-                {"status": "="},
-                {i: [s] for i, s in books.closed.items()},
-                also=("closed_at = %s", db_now),
+    if books.user_changes:
+        statements.append(
+            (
+                f"UPDATE {USER} SET quota = quota + %s, used_quota = used_quota + %s,"
+                " request_count = request_count + %s WHERE id = %s",
+                [[*change, i] for i, change in sorted(books.user_changes.items())],
             )
-        if books.user_changes:
-            _update(
-                cursor,
-                USER,
-                {"quota": "+", "used_quota": "+", "request_count": "+"},
-                books.user_changes,
+        )
+    if books.key_changes:
+        statements.append(
+            (
+                f"UPDATE {KEY} SET remaining_quota = remaining_quota + %s,"
+                " used_quota = used_quota + %s, last_used_at = COALESCE(%s, last_used_at)"
+                " WHERE id = %s",
+                [
+                    [remaining, used, now if used_now else None, i]
+                    for i, (remaining, used, used_now) in sorted(books.key_changes.items())
+                ],
             )
-        if books.key_changes:
-            _update(
-                cursor,
-                KEY,
-                {"remaining_quota": "+", "used_quota": "+", "last_used_at": "?"},
-                {
-                    i: [remaining, used, db_now if used_now else None]
-                    for i, (remaining, used, used_now) in books.key_changes.items()
-                },
+        )
+    if books.journal:
+        rows = [journal_values(UsageLog, row) for row in books.journal]
+        statements.append((_insert_sql(UsageLog), rows))
+    return statements
+
+
+def _run_on_postgres(operations, locks, *, holds_only: bool) -> list:
+    """Two round trips: the locked reads, then every write with the COMMIT (pipeline mode).
+
+    The cursors bind parameters on the server: Django's default cursor quotes each value into
+    the SQL text in Python, which for a batch's hundreds of values cost more than the rest.
+    """
+    connection.ensure_connection()
+    conn = connection.connection
+    now = timezone.now()
+    with conn.pipeline():
+        with conn.transaction():
+            if holds_only:
+                _commit_without_waiting_for_disk(conn)
+            readers = []
+            for table, column, ids in locks:
+                reader = psycopg.Cursor(conn)
+                if ids:
+                    reader.execute(
+                        f"SELECT id, {column} FROM {table} WHERE id = ANY(%s)"
+                        " ORDER BY id FOR UPDATE",
+                        [sorted(ids)],
+                    )
+                readers.append(reader)
+            holds, users, keys = (
+                dict(reader.fetchall()) if ids else {}
+                for reader, (_, _, ids) in zip(readers, locks, strict=True)
             )
-        if books.new_holds:
-            ids = _insert_rows(
-                cursor, Hold, [_row(hold) for hold in books.new_holds], returning=True
-            )
-            for hold, hold_id in zip(books.new_holds, ids, strict=True):
-                hold.id = hold_id
-                hold._state.adding = False
-        if books.journal:
+            results, books = _decide(operations, holds, users, keys)
             for row in books.journal:
                 row["created_at"] = now
-            _insert_rows(cursor, UsageLog, books.journal)
+            writer = psycopg.Cursor(conn)
+            for sql, rows in _changes(books, now, _values):
+                writer.executemany(sql, rows)
+            inserter = psycopg.Cursor(conn)
+            if books.new_holds:
+                inserter.executemany(
+                    _insert_sql(Hold) + " RETURNING id",
+                    [_values(Hold, _row(hold)) for hold in books.new_holds],
+                    returning=True,
+                )
+    # The transaction has committed; the new holds' ids were answered along with it.
+    for index, hold in enumerate(books.new_holds):
+        if index:
+            inserter.nextset()
+        hold.id = inserter.fetchone()[0]
+        hold._state.adding = False
+    return results
+
+
+def _run_on_sqlite(operations, locks, *, holds_only: bool) -> list:
+    """Row by row: SQLite is the embedded, single-process default, and its IMMEDIATE
+    transactions take the whole database, so there is nothing to lock row by row."""
+    now = timezone.now()
+    db_now = connection.ops.adapt_datetimefield_value(now)
+    with transaction.atomic(), connection.cursor() as cursor:
+        read = []
+        for table, column, ids in locks:
+            marks = ", ".join(["%s"] * len(ids))
+            if ids:
+                cursor.execute(f"SELECT id, {column} FROM {table} WHERE id IN ({marks})", list(ids))
+            read.append(dict(cursor.fetchall()) if ids else {})
+        results, books = _decide(operations, *read)
+        for row in books.journal:
+            row["created_at"] = now
+        for sql, rows in _changes(books, db_now, _prepared_row):
+            cursor.executemany(sql, rows)
+        for hold in books.new_holds:
+            cursor.execute(_insert_sql(Hold), _prepared_row(Hold, _row(hold)))
+            hold.id = cursor.lastrowid
+            hold._state.adding = False
     return results
 
 
@@ -342,62 +415,8 @@ def release_hold(*, hold_id: int) -> bool:
 # The batch's statements are plain SQL: building them with the ORM cost more CPU than running
 # them (bench/README.md). Table and column names come from the models. Each kind of change is
 # one statement run for every row (executemany); on PostgreSQL they go out in pipeline mode
-# with server-side parameters, so a whole batch costs a few round trips.
+# with server-side parameters, so a whole batch costs two round trips.
 USER, KEY, HOLD = User._meta.db_table, ApiKey._meta.db_table, Hold._meta.db_table
-
-
-def _postgres() -> bool:
-    return connection.vendor == "postgresql"
-
-
-def _cursor():
-    """The batch's cursor. On PostgreSQL, one that binds parameters on the server: Django's
-    default cursor quotes each value into the SQL text in Python, which for a batch's hundreds
-    of values cost more than the rest of the batch together."""
-    if _postgres():
-        connection.ensure_connection()
-        return psycopg.Cursor(connection.connection)
-    return connection.cursor()
-
-
-def _pipeline():
-    """On PostgreSQL, send statements without waiting for each answer (psycopg's pipeline
-    mode): a batch then costs three round trips (locks, writes, commit) instead of a dozen."""
-    if _postgres():
-        return connection.connection.pipeline()
-    return contextlib.nullcontext()
-
-
-def _lock(cursor, table: str, column: str, ids) -> dict:
-    """Lock the rows ``ids`` of ``table`` (in id order) and read one column: {id: value}."""
-    if not ids:
-        return {}
-    ids = sorted(ids)
-    if _postgres():
-        cursor.execute(
-            f"SELECT id, {column} FROM {table} WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [ids]
-        )
-    else:  # SQLite has no row locks: its transactions take the whole database (IMMEDIATE)
-        marks = ", ".join(["%s"] * len(ids))
-        cursor.execute(f"SELECT id, {column} FROM {table} WHERE id IN ({marks})", ids)
-    return dict(cursor.fetchall())
-
-
-# How _update changes a column: add the value, put it, or put it unless it is None.
-ASSIGN = {"+": "{name} = {name} + %s", "=": "{name} = %s", "?": "{name} = COALESCE(%s, {name})"}
-
-
-def _update(cursor, table: str, columns: dict, changes: dict, also=None) -> None:
-    """Change many rows: ``changes`` maps id -> one value per column, changed as ``columns``
-    says (see ASSIGN); ``also`` is one more (assignment, value) for every row."""
-    assignments = [ASSIGN[how].format(name=name) for name, how in columns.items()]
-    extra = [also[1]] if also else []
-    if also:
-        assignments.append(also[0])
-    cursor.executemany(
-        f"UPDATE {table} SET {', '.join(assignments)} WHERE id = %s",
-        [[*changes[i], *extra, i] for i in sorted(changes)],
-    )
 
 
 @cache
@@ -405,49 +424,37 @@ def _columns(model) -> list:
     return [f for f in model._meta.concrete_fields if not f.primary_key]
 
 
+@cache
+def _insert_sql(model) -> str:
+    fields = _columns(model)
+    return (
+        f"INSERT INTO {model._meta.db_table} ({', '.join(f.column for f in fields)})"
+        f" VALUES ({', '.join(['%s'] * len(fields))})"
+    )
+
+
 def _row(instance) -> dict:
     return {f.attname: getattr(instance, f.attname) for f in _columns(type(instance))}
 
 
-def _insert_rows(cursor, model, rows: list[dict], returning: bool = False) -> list[int]:
-    """INSERT rows (values by field attname); with ``returning``, their new ids in order."""
-    fields = _columns(model)
-    sql = (
-        f"INSERT INTO {model._meta.db_table} ({', '.join(f.column for f in fields)})"
-        f" VALUES ({', '.join(['%s'] * len(fields))})"
-    )
-    if _postgres():  # psycopg adapts the Python values (aware datetimes, Decimals) itself
-        values = [[row[f.attname] for f in fields] for row in rows]
-    else:
-        values = [[f.get_db_prep_save(row[f.attname], connection) for f in fields] for row in rows]
-    if not returning:
-        cursor.executemany(sql, values)
-        return []
-    if _postgres():
-        # A cursor of its own: in pipeline mode the batch's cursor may still be owed earlier
-        # statements' results.
-        with psycopg.Cursor(cursor.connection) as own:
-            own.executemany(sql + " RETURNING id", values, returning=True)
-            ids = [own.fetchone()[0]]
-            while own.nextset():
-                ids.append(own.fetchone()[0])
-        return ids
-    ids = []
-    for row in values:
-        cursor.execute(sql, row)
-        ids.append(cursor.lastrowid)
-    return ids
+def _values(model, row: dict) -> list:
+    """A row's values in column order; psycopg adapts them (aware datetimes, Decimals) itself."""
+    return [row[f.attname] for f in _columns(model)]
 
 
-def _commit_without_waiting_for_disk(cursor) -> None:
+def _prepared_row(model, row: dict) -> list:
+    """A row's values in column order, prepared for the database as the ORM would (SQLite)."""
+    return [f.get_db_prep_save(row[f.attname], connection) for f in _columns(model)]
+
+
+def _commit_without_waiting_for_disk(conn) -> None:
     """Let PostgreSQL acknowledge this transaction before its WAL reaches the disk.
 
     Only for a batch that places holds and nothing else: a crash can lose such a transaction,
     but only whole, and losing holds together with their decrements leaves the books exact
     (none of those calls was answered).
     """
-    if connection.vendor == "postgresql":
-        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+    conn.execute("SET LOCAL synchronous_commit TO OFF")
 
 
 def release_expired_holds(*, now=None) -> int:

@@ -1,8 +1,9 @@
-"""Database work from the async relay: in a worker thread, connection returned at once.
+"""Reads from the async relay: in a worker thread, connection returned at once.
 
-Django keeps a thread's connection until the request ends, which for a relayed call means for
-the whole upstream answer, maybe minutes. Returning it to the pool as soon as each burst of
-queries is done lets a pool of a few connections serve hundreds of calls in flight.
+A call reads the database only when this process's memo of what it needs (a key's settings,
+a price, the channel table) is stale, and writes it only through the ledger writer
+(billing.writer). A read runs in a worker thread and hands its connection back to the pool as
+soon as it is done, so a pool of a few connections serves hundreds of calls in flight.
 """
 
 from asgiref.sync import sync_to_async

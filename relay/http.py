@@ -14,12 +14,15 @@ shielded step, never relying on that cancellation; see relay.proxy).
 """
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 
 from relay import errors
 from relay.responses import Request, Response, StreamingResponse
+
+logger = logging.getLogger(__name__)
 
 Endpoint = Callable[[Request], Awaitable[Response | StreamingResponse]]
 
@@ -32,6 +35,12 @@ class BodyTooLarge(Exception):
     pass
 
 
+def internal_error() -> errors.RelayError:
+    return errors.RelayError(
+        500, "The server had an error while processing your request.", code="internal_error"
+    )
+
+
 def body_too_large() -> errors.RelayError:
     return errors.RelayError(
         413,
@@ -41,7 +50,7 @@ def body_too_large() -> errors.RelayError:
     )
 
 
-async def read_body(receive, declared: bytes | None) -> bytes:
+async def read_body(receive, declared: str | None) -> bytes:
     limit = settings.RELAY_MAX_BODY_BYTES
     if declared is not None:
         try:
@@ -78,7 +87,7 @@ async def serve(scope, receive, send, routes: dict[str, Endpoint], fallback: End
     )
     api = errors.api_for_path(request.path)
     try:
-        request.body = await read_body(receive, scope_header(scope, b"content-length"))
+        request.body = await read_body(receive, headers.get("content-length"))
     except ClientGone:
         return
     except BodyTooLarge:
@@ -88,7 +97,11 @@ async def serve(scope, receive, send, routes: dict[str, Endpoint], fallback: End
     endpoint = routes.get(request.path.rstrip("/"), fallback)
     watch = Watch(receive)
     try:
-        response = await endpoint(request)
+        try:
+            response = await endpoint(request)
+        except Exception:  # a bug: the client still gets an answer in its API's format
+            logger.exception("unhandled error in %s", request.path)
+            response = errors.render(internal_error(), api=api)
         if isinstance(response, StreamingResponse):
             await stream(send, response, watch)
         else:
@@ -99,13 +112,6 @@ async def serve(scope, receive, send, routes: dict[str, Endpoint], fallback: End
             raise
     finally:
         watch.stop()
-
-
-def scope_header(scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return value
-    return None
 
 
 def _start(status: int, content_type: str, headers: dict[str, str]) -> dict:

@@ -779,3 +779,27 @@ def test_a_wrong_method_gets_a_json_405_in_the_apis_format(relay_url, alice_key)
     response = httpx.get(f"{relay_url}/v1/messages")
     assert response.status_code == 405 and response.json()["type"] == "error"
     assert httpx.post(f"{relay_url}/v1/models").status_code == 405
+
+
+def test_an_unexpected_error_is_a_500_in_the_callers_format_without_a_trace(
+    relay_url, alice_key, monkeypatch, caplog
+):
+    from relay import views
+
+    async def broken(request):
+        raise RuntimeError("secret internals at /srv/sluice/relay/proxy.py")
+
+    monkeypatch.setitem(views.ROUTES, "/v1/embeddings", broken)
+    monkeypatch.setitem(views.ROUTES, "/v1/messages", broken)
+    headers = {"Authorization": f"Bearer {alice_key}"}
+
+    with caplog.at_level(logging.ERROR, logger="relay.http"):
+        openai_side = httpx.post(f"{relay_url}/v1/embeddings", json={}, headers=headers)
+        anthropic_side = httpx.post(f"{relay_url}/v1/messages", json={}, headers=headers)
+
+    assert openai_error(openai_side, 500)["code"] == "internal_error"
+    assert anthropic_side.status_code == 500
+    assert anthropic_side.json()["type"] == "error"
+    for response in (openai_side, anthropic_side):
+        assert "internals" not in response.text and "Traceback" not in response.text
+    assert "secret internals" in caplog.text  # the operator sees what happened
