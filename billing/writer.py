@@ -68,10 +68,18 @@ def _work() -> None:
                 batch.append(_queue.get_nowait())
             except queue.Empty:
                 break
-        for (_, loop, future), outcome in zip(batch, _apply(batch), strict=True):
-            loop.call_soon_threadsafe(_deliver, future, outcome)
+        _answer(batch, _apply(batch))
         if _queue.empty():
-            connection.close()  # idle: hand the connection back to the pool
+            _reset_connection()  # idle: hand the connection back to the pool
+
+
+def _answer(batch, outcomes) -> None:
+    """Hand each caller its outcome, on the caller's own event loop."""
+    for (_, loop, future), outcome in zip(batch, outcomes, strict=True):
+        try:
+            loop.call_soon_threadsafe(_deliver, future, outcome)
+        except RuntimeError:  # that caller's event loop is gone; the others still hear
+            pass
 
 
 def _apply(batch) -> list:

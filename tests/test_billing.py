@@ -313,3 +313,21 @@ def test_the_ledger_writer_answers_each_call_and_one_bad_operation_fails_alone(
     assert Hold.objects.filter(status=Hold.Status.OPEN).count() == 41
     assert User.objects.get(id=alice.id).quota == 10_000_000 - 1_000 - 40 * 100
     books_balance()
+
+
+def test_the_ledger_writer_answers_the_others_when_one_callers_event_loop_is_gone():
+    import asyncio
+
+    from billing import writer
+
+    gone = asyncio.new_event_loop()
+    gone_future = gone.create_future()
+    gone.close()
+
+    async def live_caller():
+        future = asyncio.get_running_loop().create_future()
+        batch = [("closed", gone, gone_future), ("live", asyncio.get_running_loop(), future)]
+        await asyncio.to_thread(writer._answer, batch, ["for nobody", "for the live caller"])
+        return await asyncio.wait_for(future, timeout=5)
+
+    assert asyncio.run(live_caller()) == "for the live caller"
