@@ -19,8 +19,13 @@ def forget_key(sender, instance, **kwargs):
     forget_keys([instance.lookup_hash])
 
 
+# What a key's cached settings carry of its user.
+CACHED_USER_FIELDS = {"group", "is_active"}
+
+
 @receiver(post_save, sender=User)
-def forget_user_keys(sender, instance, **kwargs):
-    # A key's cached entry carries its user's group and active flag.
+def forget_user_keys(sender, instance, update_fields=None, **kwargs):
+    if update_fields is not None and not CACHED_USER_FIELDS & set(update_fields):
+        return  # e.g. the last_login write at every sign-in: no key needs reloading
     hashes = ApiKey.objects.filter(user_id=instance.id).values_list("lookup_hash", flat=True)
     forget_keys(hashes)

@@ -219,6 +219,23 @@ def test_deactivating_the_user_refuses_their_cached_key_at_once(
         client.chat.completions.create(model="gpt-4o", messages=HELLO)
 
 
+def test_a_sign_in_does_not_make_every_process_reload_its_keys(
+    relay_url, alice, alice_key, openai_channel, make_openai
+):
+    from config.cache import shared_cache
+    from relay.auth import EPOCH_KEY
+
+    make_openai(alice_key).chat.completions.create(model="gpt-4o", messages=HELLO)
+    epoch = shared_cache().get(EPOCH_KEY, 0)
+    alice.save(update_fields=["last_login"])  # what django.contrib.auth does at login
+    assert shared_cache().get(EPOCH_KEY, 0) == epoch
+    alice.is_active = False
+    alice.save(update_fields=["is_active"])
+    assert shared_cache().get(EPOCH_KEY, 0) == epoch + 1
+    with pytest.raises(openai.PermissionDeniedError):
+        make_openai(alice_key).chat.completions.create(model="gpt-4o", messages=HELLO)
+
+
 @BOTH_APIS
 def test_an_expired_key_is_refused_with_403(relay_url, alice, api):
     _, key = create_api_key(user=alice, expires_at=timezone.now() - timedelta(minutes=1))
