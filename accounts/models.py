@@ -26,8 +26,31 @@ def new_invite_code() -> str:
     return secrets.token_urlsafe(6)
 
 
-class User(AbstractUser):
+class KeepsMoneyFields:
+    """A model whose money fields a plain ``save()`` never writes.
+
+    ``save()`` writes every field from the instance's memory, which may be older than a
+    settlement committed meanwhile (the admin form loaded the row, a call was billed, the form
+    was saved). Balances move only through billing.services, by UPDATEs of their own; a save
+    without ``update_fields`` leaves those columns as the database has them.
+    """
+
+    money_fields: tuple[str, ...] = ()
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                field.name
+                for field in self._meta.concrete_fields
+                if not field.primary_key and field.name not in self.money_fields
+            ]
+        super().save(*args, **kwargs)
+
+
+class User(KeepsMoneyFields, AbstractUser):
     """A person with a balance. Staff and superusers are the operators."""
+
+    money_fields = ("quota", "used_quota", "request_count")
 
     quota = models.BigIntegerField(default=0, help_text="Spendable balance, quota units.")
     used_quota = models.BigIntegerField(default=0, help_text="Spent so far, quota units.")
@@ -48,8 +71,10 @@ class ApiKeyQuerySet(models.QuerySet):
         return self.filter(lookup_hash=key_secrets.lookup_hash(key))
 
 
-class ApiKey(models.Model):
+class ApiKey(KeepsMoneyFields, models.Model):
     """An ``sk-`` key. The database holds its HMAC and an encrypted copy, never the key."""
+
+    money_fields = ("remaining_quota", "used_quota", "last_used_at")
 
     class Status(models.TextChoices):
         ENABLED = "enabled"

@@ -141,9 +141,8 @@ class Processes:
         self.started.clear()
 
 
-def group_pids(pgid: int) -> list[int]:
-    """Live processes of a process group (from /proc)."""
-    pids = []
+def process_stats():
+    """(pid, fields of /proc/PID/stat after the command name) for every live process."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -151,25 +150,17 @@ def group_pids(pgid: int) -> list[int]:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry))
-    return pids
+        yield int(entry), stat[stat.rindex(")") + 2 :].split()
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live processes of a process group (fields: 0 state, 2 process group)."""
+    return [pid for pid, fields in process_stats() if int(fields[2]) == pgid and fields[0] != "Z"]
 
 
 def child_pids(parent: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == parent:
-            pids.append(int(entry))
-    return pids
+    """Children of a process (field 1: parent pid)."""
+    return [pid for pid, fields in process_stats() if int(fields[1]) == parent]
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -260,7 +260,7 @@ def apply_batch(operations: list) -> list:
         (KEY, "remaining_quota", key_ids),
     ]
     run = _run_on_postgres if connection.vendor == "postgresql" else _run_on_sqlite
-    return run(operations, locks, holds_only=not closing)
+    return run(operations, locks, reserves_only=not closing)
 
 
 def _decide(operations, holds, users, keys) -> tuple[list, "_Books"]:
@@ -312,7 +312,7 @@ def _changes(books: "_Books", now, journal_values) -> list[tuple[str, list]]:
     return statements
 
 
-def _run_on_postgres(operations, locks, *, holds_only: bool) -> list:
+def _run_on_postgres(operations, locks, *, reserves_only: bool) -> list:
     """Two round trips: the locked reads, then every write with the COMMIT (pipeline mode).
 
     The cursors bind parameters on the server: Django's default cursor quotes each value into
@@ -323,7 +323,7 @@ def _run_on_postgres(operations, locks, *, holds_only: bool) -> list:
     now = timezone.now()
     with conn.pipeline():
         with conn.transaction():
-            if holds_only:
+            if reserves_only:
                 _commit_without_waiting_for_disk(conn)
             readers = []
             for table, column, ids in locks:
@@ -361,7 +361,7 @@ def _run_on_postgres(operations, locks, *, holds_only: bool) -> list:
     return results
 
 
-def _run_on_sqlite(operations, locks, *, holds_only: bool) -> list:
+def _run_on_sqlite(operations, locks, *, reserves_only: bool) -> list:
     """Row by row: SQLite is the embedded, single-process default, and its IMMEDIATE
     transactions take the whole database, so there is nothing to lock row by row."""
     now = timezone.now()
@@ -450,7 +450,7 @@ def _prepared_row(model, row: dict) -> list:
 def _commit_without_waiting_for_disk(conn) -> None:
     """Let PostgreSQL acknowledge this transaction before its WAL reaches the disk.
 
-    Only for a batch that places holds and nothing else: a crash can lose such a transaction,
+    Only for a batch of reserves and nothing else: a crash can lose such a transaction,
     but only whole, and losing holds together with their decrements leaves the books exact
     (none of those calls was answered).
     """

@@ -110,8 +110,3 @@ def _reset_connection() -> None:
 def _deliver(future: asyncio.Future, outcome) -> None:
     if not future.done():
         future.set_result(outcome)
-
-
-def pending() -> int:
-    """Operations queued and not yet taken by the writer (for tests and shutdown)."""
-    return _queue.qsize()

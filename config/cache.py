@@ -12,11 +12,38 @@ from functools import cache
 
 from django.conf import settings
 from django.core.cache import caches
+from django.db import transaction
 
 
 @cache
 def shared_cache():
     return caches.create_connection("default")
+
+
+def forget_now_and_after_commit(forget) -> None:
+    """Drop cached copies now, and again once the change that made them stale commits.
+
+    Signals fire inside the saving transaction: another process that reloads in between
+    would read the old row and cache it again. The second drop removes that copy. (Outside a
+    transaction the change is already committed: once is enough.)
+    """
+    forget()
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(forget)
+
+
+def version(name: str) -> int:
+    """A shared version number (0 until first moved): processes compare it with the one their
+    copy of something was made at."""
+    return shared_cache().get(name, 0)
+
+
+def move_version(name: str) -> None:
+    """Move a shared version number on, so every process drops its copy."""
+    try:
+        shared_cache().incr(name)
+    except ValueError:  # never moved before (or evicted)
+        shared_cache().set(name, 1, None)
 
 
 class LocalMemo:
@@ -33,13 +60,6 @@ class LocalMemo:
         # spread > 0, rather than all being reloaded in one burst.
         self.spread = spread
         self._values: dict = {}
-
-    def get(self, key, load):
-        found, value = self.lookup(key)
-        if not found:
-            value = load()
-            self.put(key, value)
-        return value
 
     def lookup(self, key) -> tuple[bool, object]:
         """(True, value) while ``key`` is fresh, else (False, None)."""

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts import secrets as key_secrets
 from accounts.models import ApiKey, ip_in
-from config.cache import LocalMemo, shared_cache
+from config.cache import LocalMemo, move_version, shared_cache, version
 from relay import database
 from relay.errors import RelayError
 
@@ -70,16 +70,13 @@ _known = LocalMemo(seconds=settings.RELAY_CACHE_SECONDS, spread=0.5)
 
 def keys_epoch() -> int:
     """The shared epoch of key settings (sync)."""
-    return shared_cache().get(EPOCH_KEY, 0)
+    return version(EPOCH_KEY)
 
 
 def forget_keys(lookup_hashes) -> None:
     """Drop keys from the shared cache and make every process forget the keys it knows."""
     shared_cache().delete_many([key_cache_key(h) for h in lookup_hashes])
-    try:
-        shared_cache().incr(EPOCH_KEY)
-    except ValueError:
-        shared_cache().set(EPOCH_KEY, 1, None)
+    move_version(EPOCH_KEY)
     _known.clear()
 
 

@@ -263,18 +263,15 @@ def _release_orphan(placing: asyncio.Future) -> None:
 async def _channels(request: Request, key: KeyInfo, model: str, operation: str):
     """The channels to try, in order; or why there are none."""
     version = await database.remembered("channels-version", channels_version)
-    if not routing.snapshot_is_current(version):
-        await database.run(enabled_channels, version)
-    channels = channels_for(
-        group=key.group, model=model, types=SERVABLE_BY[operation], version=version
-    )
+    enabled = routing.current_snapshot(version)
+    if enabled is None:
+        enabled = await database.run(enabled_channels, version)
+    channels = channels_for(enabled, group=key.group, model=model, types=SERVABLE_BY[operation])
     if channels:
         return channels
     # A model offered only by channels that cannot do this operation (a Claude model on
     # /v1/embeddings) is usable elsewhere: say so rather than that nobody offers it.
-    offered = any(
-        channel.serves(group=key.group, model=model) for channel in enabled_channels(version)
-    )
+    offered = any(channel.serves(group=key.group, model=model) for channel in enabled)
     raise RelayError(
         404,
         f"The model '{model}' cannot be used with {request.path}."

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from config.cache import memo, shared_cache
+from config.cache import memo, move_version, version
 from relay.models import Channel
 
 VERSION_KEY = "channels:version"
@@ -60,44 +60,44 @@ def _load() -> list[ChannelInfo]:
 
 def channels_version() -> int:
     """The shared version number of the channel table (sync: read it inside a burst)."""
-    return shared_cache().get(VERSION_KEY, 0)
+    return version(VERSION_KEY)
 
 
-def enabled_channels(version: int | None = None) -> list[ChannelInfo]:
+def enabled_channels(at_version: int | None = None) -> list[ChannelInfo]:
     """This process's snapshot of the enabled channels, reloaded when the shared version moved
-    on (sync: call it inside a database burst)."""
-    if version is None:
-        version = channels_version()
-    if not snapshot_is_current(version):
-        _snapshot["channels"] = _load()
-        _snapshot["version"] = version
+    on (sync: it may read the database)."""
+    if at_version is None:
+        at_version = channels_version()
+    snapshot = current_snapshot(at_version)
+    if snapshot is None:
+        snapshot = _load()
+        _snapshot["channels"] = snapshot
+        _snapshot["version"] = at_version
         _snapshot["loaded_at"] = time.monotonic()
-    return _snapshot["channels"]
+    return snapshot
 
 
-def snapshot_is_current(version: int) -> bool:
-    """Whether ``enabled_channels(version)`` can answer without the database."""
+def current_snapshot(at_version: int) -> list[ChannelInfo] | None:
+    """The snapshot if it is of ``at_version`` and fresh, else None (never reads the database,
+    so the event loop may call it)."""
     fresh = time.monotonic() - _snapshot["loaded_at"] < settings.RELAY_CACHE_SECONDS
-    return fresh and _snapshot["version"] == version
+    return _snapshot["channels"] if fresh and _snapshot["version"] == at_version else None
 
 
 def forget_channels() -> None:
     """Make every process reload its channels (called when a channel changes)."""
-    try:
-        shared_cache().incr(VERSION_KEY)
-    except ValueError:
-        shared_cache().set(VERSION_KEY, 1, None)
+    move_version(VERSION_KEY)
     _snapshot["loaded_at"] = 0.0
     memo.clear()
 
 
 def channels_for(
-    *, group: str, model: str, types: frozenset[str], version: int | None = None
+    channels: list[ChannelInfo], *, group: str, model: str, types: frozenset[str]
 ) -> list[ChannelInfo]:
-    """Channels to try for the call, in order (priority, then weighted random)."""
+    """Of ``channels``, those to try for the call, in order (priority, then weighted random)."""
     candidates = [
         channel
-        for channel in enabled_channels(version)
+        for channel in channels
         if channel.type in types and channel.serves(group=group, model=model)
     ]
     return routing_order(candidates)

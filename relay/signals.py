@@ -1,9 +1,12 @@
-"""Drop cached channels and keys the moment they change."""
+"""Drop cached channels and keys the moment they change, and again when the change commits."""
+
+from functools import partial
 
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from accounts.models import ApiKey, User
+from config.cache import forget_now_and_after_commit
 from relay.auth import forget_keys
 from relay.models import Channel
 from relay.routing import forget_channels
@@ -11,12 +14,12 @@ from relay.routing import forget_channels
 
 @receiver([post_save, post_delete], sender=Channel)
 def forget_channel(sender, **kwargs):
-    forget_channels()
+    forget_now_and_after_commit(forget_channels)
 
 
 @receiver([post_save, post_delete], sender=ApiKey)
 def forget_key(sender, instance, **kwargs):
-    forget_keys([instance.lookup_hash])
+    forget_now_and_after_commit(partial(forget_keys, [instance.lookup_hash]))
 
 
 # What a key's cached settings carry of its user.
@@ -27,5 +30,5 @@ CACHED_USER_FIELDS = {"group", "is_active"}
 def forget_user_keys(sender, instance, update_fields=None, **kwargs):
     if update_fields is not None and not CACHED_USER_FIELDS & set(update_fields):
         return  # e.g. the last_login write at every sign-in: no key needs reloading
-    hashes = ApiKey.objects.filter(user_id=instance.id).values_list("lookup_hash", flat=True)
-    forget_keys(hashes)
+    hashes = list(ApiKey.objects.filter(user_id=instance.id).values_list("lookup_hash", flat=True))
+    forget_now_and_after_commit(partial(forget_keys, hashes))

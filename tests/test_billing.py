@@ -331,3 +331,37 @@ def test_the_ledger_writer_answers_the_others_when_one_callers_event_loop_is_gon
         return await asyncio.wait_for(future, timeout=5)
 
     assert asyncio.run(live_caller()) == "for the live caller"
+
+
+def test_saving_a_stale_user_or_key_never_overwrites_what_was_billed(alice, books_balance):
+    """An admin form (or any code) holding rows loaded before a call was billed saves them."""
+    key, _ = create_api_key(user=alice, quota=5_000)
+    stale_user = User.objects.get(id=alice.id)
+    stale_key = ApiKey.objects.get(id=key.id)
+    hold = services.reserve_quota(
+        user_id=alice.id, api_key_id=key.id, unlimited_key=False, amount=1_000
+    )
+    services.settle_hold(
+        hold=hold,
+        price=gpt4o(),
+        group_ratio=Decimal(1),
+        usage=TokenUsage(input_tokens=100),
+        call=CALL,
+    )
+
+    stale_user.group = "vip"
+    stale_user.save()
+    stale_key.name = "renamed"
+    stale_key.save()
+
+    alice.refresh_from_db()
+    key.refresh_from_db()
+    assert (alice.group, alice.quota, alice.used_quota, alice.request_count) == (
+        "vip",
+        10_000_000 - 125,
+        125,
+        1,
+    )
+    assert (key.name, key.remaining_quota, key.used_quota) == ("renamed", 5_000 - 125, 125)
+    assert key.last_used_at is not None
+    books_balance()
