@@ -182,9 +182,31 @@ ACCOUNT_SIGNUP_FIELDS = ["username*", "email", "password1*", "password2*"]
 LOGIN_REDIRECT_URL = "/"
 
 # --- Relay and billing ----------------------------------------------------------------------
-# Largest request body accepted on /v1, checked against Content-Length before reading (images
-# travel as base64, so this is far above Django's 2.5 MB form limit, which /v1 never uses).
-RELAY_MAX_BODY_BYTES = int(env("RELAY_MAX_BODY_BYTES", str(64 * 1024 * 1024)))
+# Largest request bodies accepted on /v1, checked against Content-Length before reading and
+# counted for chunked bodies: multipart uploads (audio, files) may be large, JSON much less
+# (images travel in it as base64; parsing a huge JSON document costs many times its size).
+RELAY_MAX_BODY_BYTES = int(env("RELAY_MAX_BODY_BYTES", str(64 * 1024 * 1024)))  # multipart
+RELAY_MAX_JSON_BYTES = int(env("RELAY_MAX_JSON_BYTES", str(16 * 1024 * 1024)))
+# Request headers: at most this many, this many bytes in all (431 beyond), and this long to
+# arrive (a connection that dribbles its headers is closed: slowloris).
+RELAY_MAX_HEADERS = int(env("RELAY_MAX_HEADERS", "100"))
+RELAY_MAX_HEADER_BYTES = int(env("RELAY_MAX_HEADER_BYTES", str(32 * 1024)))
+RELAY_HEADER_TIMEOUT = float(env("RELAY_HEADER_TIMEOUT", "10"))
+# Seconds for the whole request body to arrive once the headers have (408 beyond).
+RELAY_BODY_TIMEOUT = float(env("RELAY_BODY_TIMEOUT", "60"))
+# Upstream connections per process, and how long a call may wait for a free one before it is
+# answered 503 (a full pool must not make every other call wait for the read timeout).
+RELAY_UPSTREAM_POOL_SIZE = int(env("RELAY_UPSTREAM_POOL_SIZE", "512"))
+RELAY_POOL_WAIT_SECONDS = float(env("RELAY_POOL_WAIT_SECONDS", "2"))
+# Calls in flight: per process (503 beyond), and per key (429 beyond; 0 = no per-key cap).
+RELAY_MAX_CALLS_IN_FLIGHT = int(env("RELAY_MAX_CALLS_IN_FLIGHT", "2000"))
+RELAY_MAX_CALLS_PER_KEY = int(env("RELAY_MAX_CALLS_PER_KEY", "0"))
+# Entries kept in each process's memo of keys, prices and the like (least recently used go).
+RELAY_LOCAL_CACHE_ENTRIES = int(env("RELAY_LOCAL_CACHE_ENTRIES", "10000"))
+# When a call names no output limit, or one its balance cannot cover, send the upstream the
+# largest limit the balance covers, so the call cannot cost more than its hold ("on"). "off":
+# send what the client asked (overdraw is then bounded per call by the model's maximum output).
+RELAY_CAP_OUTPUT_TO_BALANCE = env_bool("RELAY_CAP_OUTPUT_TO_BALANCE", True)
 # Output tokens assumed for a hold when the request names no max_tokens.
 RELAY_DEFAULT_OUTPUT_ESTIMATE = int(env("RELAY_DEFAULT_OUTPUT_ESTIMATE", "4096"))
 # max_tokens sent to an Anthropic upstream for an OpenAI-format call that names none.
