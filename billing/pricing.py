@@ -21,8 +21,11 @@ QUOTA_PER_USD = 500_000
 class TokenUsage:
     """Normalized usage that every provider adapter fills, whatever its own accounting.
 
-    ``input_tokens`` is the uncached input only: cache reads and cache writes are counted apart
-    because they are priced apart. ``output_tokens`` includes ``reasoning_tokens``.
+    ``input_tokens`` is the uncached text (and image, file) input only: cache reads, cache
+    writes and audio are counted apart because they are priced apart. ``cache_write_tokens``
+    are 5-minute cache writes, ``cache_write_1h_tokens`` the 1-hour ones (priced higher).
+    ``output_tokens`` is text output and includes ``reasoning_tokens``; audio output is apart.
+    ``web_search_calls`` counts server-side web searches (priced per call).
     """
 
     input_tokens: int = 0
@@ -30,6 +33,10 @@ class TokenUsage:
     cache_write_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    web_search_calls: int = 0
 
 
 @dataclass(frozen=True)
