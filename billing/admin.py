@@ -58,12 +58,13 @@ class UsageLogAdmin(ReadOnlyAdmin):
         "cached_input_tokens",
         "output_tokens",
         "quota",
+        "usage_flag",
         "latency_ms",
         "is_stream",
         "status",
         "client_ip",
     )
-    list_filter = ("status", "is_stream", "endpoint")
+    list_filter = ("status", "usage_flag", "is_stream", "endpoint")
     search_fields = ("user__username", "model")
 
 
@@ -77,7 +78,8 @@ class ModelPriceAdmin(admin.ModelAdmin):
         "cache_write_ratio",
         "per_call_quota",
         "is_free",
-        "output_estimate",
+        "max_output_tokens",
+        "web_search_quota",
     )
     search_fields = ("model",)
 

@@ -7,58 +7,80 @@ cache-read and cache-write ratios relative to the input price.
 
 from decimal import Decimal
 
-# model: (input $/1M, output $/1M, cached input $/1M or None, cache write $/1M or None)
+# model: (input $/1M, output $/1M, cached input $/1M or None, cache write $/1M or None,
+#         largest output in tokens, from the provider's model page)
 LIST_PRICES = {
     # OpenAI
-    "gpt-5": ("1.25", "10", "0.125", None),
-    "gpt-5-mini": ("0.25", "2", "0.025", None),
-    "gpt-5-nano": ("0.05", "0.40", "0.005", None),
-    "gpt-4.1": ("2", "8", "0.50", None),
-    "gpt-4.1-mini": ("0.40", "1.60", "0.10", None),
-    "gpt-4.1-nano": ("0.10", "0.40", "0.025", None),
-    "gpt-4o": ("2.50", "10", "1.25", None),
-    "gpt-4o-mini": ("0.15", "0.60", "0.075", None),
-    "o3": ("2", "8", "0.50", None),
-    "o4-mini": ("1.10", "4.40", "0.275", None),
-    "o3-mini": ("1.10", "4.40", "0.55", None),
-    "gpt-3.5-turbo": ("0.50", "1.50", None, None),
-    "gpt-3.5-turbo-instruct": ("1.50", "2", None, None),
-    "text-embedding-3-small": ("0.02", "0.02", None, None),
-    "text-embedding-3-large": ("0.13", "0.13", None, None),
-    "text-embedding-ada-002": ("0.10", "0.10", None, None),
+    "gpt-5": ("1.25", "10", "0.125", None, 128_000),
+    "gpt-5-mini": ("0.25", "2", "0.025", None, 128_000),
+    "gpt-5-nano": ("0.05", "0.40", "0.005", None, 128_000),
+    "gpt-4.1": ("2", "8", "0.50", None, 32_768),
+    "gpt-4.1-mini": ("0.40", "1.60", "0.10", None, 32_768),
+    "gpt-4.1-nano": ("0.10", "0.40", "0.025", None, 32_768),
+    "gpt-4o": ("2.50", "10", "1.25", None, 16_384),
+    "gpt-4o-mini": ("0.15", "0.60", "0.075", None, 16_384),
+    "o3": ("2", "8", "0.50", None, 100_000),
+    "o4-mini": ("1.10", "4.40", "0.275", None, 100_000),
+    "o3-mini": ("1.10", "4.40", "0.55", None, 100_000),
+    "gpt-3.5-turbo": ("0.50", "1.50", None, None, 4_096),
+    "gpt-3.5-turbo-instruct": ("1.50", "2", None, None, 4_096),
+    "text-embedding-3-small": ("0.02", "0.02", None, None, 0),
+    "text-embedding-3-large": ("0.13", "0.13", None, None, 0),
+    "text-embedding-ada-002": ("0.10", "0.10", None, None, 0),
     # Anthropic (cache writes: the 5-minute rate, 1.25 × input)
-    "claude-opus-4-5": ("5", "25", "0.50", "6.25"),
-    "claude-opus-4-1": ("15", "75", "1.50", "18.75"),
-    "claude-sonnet-4-5": ("3", "15", "0.30", "3.75"),
-    "claude-sonnet-4-0": ("3", "15", "0.30", "3.75"),
-    "claude-haiku-4-5": ("1", "5", "0.10", "1.25"),
-    "claude-3-5-haiku-latest": ("0.80", "4", "0.08", "1"),
+    "claude-opus-4-5": ("5", "25", "0.50", "6.25", 64_000),
+    "claude-opus-4-1": ("15", "75", "1.50", "18.75", 32_000),
+    "claude-sonnet-4-5": ("3", "15", "0.30", "3.75", 64_000),
+    "claude-sonnet-4-0": ("3", "15", "0.30", "3.75", 64_000),
+    "claude-haiku-4-5": ("1", "5", "0.10", "1.25", 64_000),
+    "claude-3-5-haiku-latest": ("0.80", "4", "0.08", "1", 8_192),
     # Google Gemini (prompts up to 200K tokens)
-    "gemini-2.5-pro": ("1.25", "10", "0.125", None),
-    "gemini-2.5-flash": ("0.30", "2.50", "0.03", None),
-    "gemini-2.5-flash-lite": ("0.10", "0.40", "0.01", None),
-    "gemini-2.0-flash": ("0.10", "0.40", "0.025", None),
+    "gemini-2.5-pro": ("1.25", "10", "0.125", None, 65_536),
+    "gemini-2.5-flash": ("0.30", "2.50", "0.03", None, 65_536),
+    "gemini-2.5-flash-lite": ("0.10", "0.40", "0.01", None, 65_536),
+    "gemini-2.0-flash": ("0.10", "0.40", "0.025", None, 8_192),
     # DeepSeek (V3.2 prices; cache hit vs miss)
-    "deepseek-chat": ("0.28", "0.42", "0.028", None),
-    "deepseek-reasoner": ("0.28", "0.42", "0.028", None),
+    "deepseek-chat": ("0.28", "0.42", "0.028", None, 8_192),
+    "deepseek-reasoner": ("0.28", "0.42", "0.028", None, 65_536),
 }
 
 
-def ratios(input_usd: str, output_usd: str, cached_usd: str | None, write_usd: str | None):
-    """Ratios for one row of LIST_PRICES."""
+def ratios(
+    input_usd: str,
+    output_usd: str,
+    cached_usd: str | None,
+    write_usd: str | None,
+    max_output_tokens: int,
+):
+    """The price row's fields for one row of LIST_PRICES."""
     per_million = Decimal(input_usd)
     return {
         "model_ratio": per_million / 2,
         "completion_ratio": Decimal(output_usd) / per_million,
         "cache_read_ratio": Decimal(cached_usd) / per_million if cached_usd else Decimal(1),
         "cache_write_ratio": Decimal(write_usd) / per_million if write_usd else Decimal(1),
+        "max_output_tokens": max_output_tokens,
     }
 
 
 def load_default_prices(model_price) -> int:
-    """Create the rows that are missing (never overwrites an operator's price)."""
+    """Create the rows that are missing (never overwrites an operator's price).
+
+    ``model_price`` may be a migration's historical model, which lacks the fields added
+    later: only the fields it has are filled.
+    """
+    known = {field.name for field in model_price._meta.get_fields()}
     created = 0
     for model, row in LIST_PRICES.items():
-        _, made = model_price.objects.get_or_create(model=model, defaults=ratios(*row))
+        defaults = {name: value for name, value in ratios(*row).items() if name in known}
+        _, made = model_price.objects.get_or_create(model=model, defaults=defaults)
         created += made
     return created
+
+
+def fill_max_output_tokens(model_price) -> None:
+    """Give the shipped models their largest output where the operator set none."""
+    for model, row in LIST_PRICES.items():
+        model_price.objects.filter(model=model, max_output_tokens=None).update(
+            max_output_tokens=row[4]
+        )

@@ -61,10 +61,16 @@ class LedgerEntry(models.Model):
 
 
 class Hold(models.Model):
-    """Quota set aside for a call in flight; settled once into a UsageLog row, or released."""
+    """Quota set aside for a call in flight; settled once into a UsageLog row, or released.
+
+    ``delivered``: the call's answer reached its client but its settlement could not be
+    written; ``delivered_quota`` is what it should cost. The expiry sweep settles such a hold
+    (charging it), never releases it: an answer that was delivered is always billed.
+    """
 
     class Status(models.TextChoices):
         OPEN = "open"
+        DELIVERED = "delivered", "delivered, not settled yet"
         SETTLED = "settled"
         RELEASED = "released"
 
@@ -80,6 +86,9 @@ class Hold(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
     closed_at = models.DateTimeField(null=True, blank=True)
+    delivered_quota = models.BigIntegerField(
+        null=True, blank=True, help_text="Cost of a delivered answer not yet settled, quota units."
+    )
 
     class Meta:
         indexes = [models.Index(fields=["status", "expires_at"])]
@@ -96,6 +105,12 @@ class UsageLog(models.Model):
         CLIENT_GONE = "client_gone", "client disconnected"
         UPSTREAM_ERROR = "upstream_error", "upstream failed mid-stream"
 
+    class UsageFlag(models.TextChoices):
+        TRUSTED = "", "upstream usage billed"
+        REJECTED = "rejected", "upstream usage rejected, local counts billed"
+        CLAMPED = "clamped", "upstream usage above the call's limits, clamped"
+        SETTLED_LATE = "settled_late", "settled by the expiry sweep after a failed settlement"
+
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     api_key = models.ForeignKey(
@@ -110,11 +125,23 @@ class UsageLog(models.Model):
     upstream_model = models.CharField(max_length=128, blank=True)
     is_stream = models.BooleanField(default=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SUCCESS)
-    input_tokens = models.IntegerField(default=0, help_text="Uncached input.")
-    cached_input_tokens = models.IntegerField(default=0)
-    cache_write_tokens = models.IntegerField(default=0)
-    output_tokens = models.IntegerField(default=0, help_text="Includes reasoning tokens.")
-    reasoning_tokens = models.IntegerField(default=0)
+    # 64-bit: a hostile upstream's figure must never make the row unwritable.
+    input_tokens = models.BigIntegerField(default=0, help_text="Uncached input.")
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0, help_text="5-minute cache writes.")
+    cache_write_1h_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0, help_text="Includes reasoning tokens.")
+    reasoning_tokens = models.BigIntegerField(default=0)
+    audio_input_tokens = models.BigIntegerField(default=0)
+    audio_output_tokens = models.BigIntegerField(default=0)
+    web_search_calls = models.BigIntegerField(default=0)
+    service_tier = models.CharField(max_length=16, blank=True)
+    usage_flag = models.CharField(
+        max_length=16, choices=UsageFlag.choices, default=UsageFlag.TRUSTED, blank=True
+    )
+    reported_usage = models.JSONField(
+        null=True, blank=True, help_text="The upstream's figures, kept when they were not billed."
+    )
     quota = models.BigIntegerField(default=0, help_text="Charged, quota units.")
     key_quota = models.BigIntegerField(
         default=0, help_text="Charged to the key's allowance (0 for unlimited keys)."
@@ -157,10 +184,34 @@ class ModelPrice(models.Model):
     is_free = models.BooleanField(
         default=False, help_text="Serve without charge (a model with no price is refused)."
     )
-    output_estimate = models.IntegerField(
+    cache_write_1h_ratio = models.DecimalField(
+        max_digits=12, decimal_places=6, default=Decimal(2), help_text="1-hour cache write / input."
+    )
+    audio_input_ratio = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
         null=True,
         blank=True,
-        help_text="Output tokens held for a call that names no max_tokens (default: setting).",
+        help_text="Audio input / input. Empty: calls with audio input are refused.",
+    )
+    audio_output_ratio = models.DecimalField(
+        max_digits=12,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Audio output / input. Empty: calls asking for audio output are refused.",
+    )
+    web_search_quota = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Price of one server-side web search, quota units. Empty: web search refused.",
+    )
+    max_output_tokens = models.IntegerField(
+        null=True,
+        blank=True,
+        help_text="The model's largest output: held (and, when the balance is short, lowered "
+        "and sent) for a call that names no limit, and the most any call may ask "
+        "(default: RELAY_DEFAULT_MAX_OUTPUT_TOKENS).",
     )
 
     def __str__(self):

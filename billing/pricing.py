@@ -40,6 +40,24 @@ class TokenUsage:
 
 
 @dataclass(frozen=True)
+class Demand:
+    """The most a call can use, as admission counts it before the call: sizes its hold.
+
+    ``output_tokens`` is per choice; ``choices`` is how many outputs the request asks for
+    (``n``, ``best_of``). ``cache_writes`` says whether the input may be written to the
+    provider's cache, which is dearer than plain input ("5m" or "1h").
+    """
+
+    input_tokens: int
+    output_tokens: int
+    choices: int = 1
+    audio_input_tokens: int = 0
+    audio_output: bool = False
+    cache_writes: str = ""
+    web_searches: int = 0
+
+
+@dataclass(frozen=True)
 class Price:
     """A model's price as read from the database, ready to apply."""
 
@@ -50,7 +68,11 @@ class Price:
     cache_write_ratio: Decimal
     per_call_quota: int | None
     is_free: bool
-    output_estimate: int | None
+    max_output_tokens: int
+    cache_write_1h_ratio: Decimal = Decimal(2)
+    audio_input_ratio: Decimal | None = None  # None: audio input is refused
+    audio_output_ratio: Decimal | None = None  # None: audio output is refused
+    web_search_quota: int | None = None  # quota per search; None: web search is refused
 
     @classmethod
     def from_row(cls, row: ModelPrice) -> "Price":
@@ -62,7 +84,13 @@ class Price:
             cache_write_ratio=row.cache_write_ratio,
             per_call_quota=row.per_call_quota,
             is_free=row.is_free,
-            output_estimate=row.output_estimate,
+            max_output_tokens=row.max_output_tokens
+            if row.max_output_tokens is not None
+            else settings.RELAY_DEFAULT_MAX_OUTPUT_TOKENS,
+            cache_write_1h_ratio=row.cache_write_1h_ratio,
+            audio_input_ratio=row.audio_input_ratio,
+            audio_output_ratio=row.audio_output_ratio,
+            web_search_quota=row.web_search_quota,
         )
 
     def charge(self, usage: TokenUsage, group_ratio: Decimal) -> int:
@@ -71,25 +99,75 @@ class Price:
             return 0
         if self.per_call_quota is not None:
             return math.ceil(self.per_call_quota * group_ratio)
+        return math.ceil(self._exact(usage) * group_ratio)
+
+    def _exact(self, usage: TokenUsage) -> Decimal:
+        """The charge before the group ratio and rounding."""
+        # Audio reported by an upstream that was not asked for any (the call would have been
+        # refused) is billed as the text it displaces, never free.
+        audio_in = self.audio_input_ratio if self.audio_input_ratio is not None else 1
+        audio_out = (
+            self.audio_output_ratio
+            if self.audio_output_ratio is not None
+            else self.completion_ratio
+        )
         weighted = (
             usage.input_tokens
             + usage.cached_input_tokens * self.cache_read_ratio
             + usage.cache_write_tokens * self.cache_write_ratio
+            + usage.cache_write_1h_tokens * self.cache_write_1h_ratio
+            + usage.audio_input_tokens * audio_in
             + usage.output_tokens * self.completion_ratio
+            + usage.audio_output_tokens * audio_out
         )
-        return math.ceil(weighted * self.model_ratio * group_ratio)
+        return weighted * self.model_ratio + usage.web_search_calls * (self.web_search_quota or 0)
 
-    def estimate(self, *, input_tokens: int, max_output: int | None, group_ratio: Decimal) -> int:
-        """Quota to hold before a call: its input plus the most output it may produce."""
-        if max_output is None:
-            max_output = self.output_estimate or settings.RELAY_DEFAULT_OUTPUT_ESTIMATE
-        return self.charge(
-            TokenUsage(input_tokens=input_tokens, output_tokens=max_output), group_ratio
+    def _output_ratio(self, demand: Demand) -> Decimal:
+        if demand.audio_output and self.audio_output_ratio is not None:
+            return max(self.completion_ratio, self.audio_output_ratio)
+        return self.completion_ratio
+
+    def _worst_usage(self, demand: Demand, output_total: int) -> TokenUsage:
+        """Usage at the dearest reading of the demand: input written to the cache when that
+        costs more than plain input, output at the dearer of text and audio."""
+        # Each kind of input the demand allows, with its ratio; the dearest is held.
+        kinds = [(Decimal(1), "input_tokens")]
+        if demand.cache_writes:
+            kinds.append((self.cache_write_ratio, "cache_write_tokens"))
+        if demand.cache_writes == "1h":
+            kinds.append((self.cache_write_1h_ratio, "cache_write_1h_tokens"))
+        _, dearest = max(kinds, key=lambda kind: kind[0])
+        input_usage = {dearest: demand.input_tokens}
+        audio = demand.audio_output and self._output_ratio(demand) != self.completion_ratio
+        return TokenUsage(
+            **input_usage,
+            audio_input_tokens=demand.audio_input_tokens,
+            output_tokens=0 if audio else output_total,
+            audio_output_tokens=output_total if audio else 0,
+            web_search_calls=demand.web_searches,
         )
+
+    def most(self, demand: Demand, group_ratio: Decimal) -> int:
+        """Quota to hold: the most the demand can cost."""
+        total = demand.output_tokens * demand.choices
+        return self.charge(self._worst_usage(demand, total), group_ratio)
+
+    def output_covered(self, amount: int, demand: Demand, group_ratio: Decimal) -> int:
+        """The largest output limit per choice whose call costs at most ``amount``
+        (``demand.output_tokens`` when that is covered)."""
+        if self.most(demand, group_ratio) <= amount:
+            return demand.output_tokens
+        per_token = self._output_ratio(demand) * self.model_ratio * group_ratio
+        fixed = self._exact(self._worst_usage(demand, 0)) * group_ratio
+        if self.is_free or self.per_call_quota is not None or per_token <= 0:
+            return demand.output_tokens
+        # amount >= fixed + L × per_token, so ceil() of that cost cannot exceed amount.
+        total = math.floor((amount - fixed) / per_token)
+        return max(min(total // demand.choices, demand.output_tokens), 0)
 
 
 def price_cache_key(model: str) -> str:
-    return f"price:{model}"
+    return f"price:v2:{model}"  # v2: the Price fields of the money-holes migration
 
 
 def group_cache_key(group: str) -> str:

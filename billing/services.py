@@ -7,17 +7,20 @@ Services use plain ``atomic()`` so they compose inside a caller's transaction (D
 runs in one).
 """
 
+import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from functools import cache
 
 import psycopg
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import F, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from accounts.models import ApiKey, User
 from billing.models import Hold, LedgerEntry, UsageLog
@@ -95,14 +98,17 @@ class Reserve:
     """Set ``amount`` aside for a call, from the balance and the key's allowance, or refuse.
 
     The balance must cover it and be above zero (checked even for a free call, which holds
-    nothing); so must a limited key's allowance. Result: the open ``Hold``, or
-    ``InsufficientQuota`` naming the limit.
+    nothing); so must a limited key's allowance. With ``minimum`` set, less is taken when
+    less is there: as much as the balance and the allowance both cover, if that is at least
+    ``minimum`` (the call then asks the upstream for less output). Result: the open ``Hold``
+    (its ``amount`` says what was taken), or ``InsufficientQuota`` naming the limit.
     """
 
     user_id: int
     api_key_id: int
     unlimited_key: bool
     amount: int
+    minimum: int | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,9 @@ class CallRecord:
     status: str = UsageLog.Status.SUCCESS
     latency_ms: int = 0
     client_ip: str | None = None
+    service_tier: str = ""
+    usage_flag: str = UsageLog.UsageFlag.TRUSTED
+    reported_usage: dict | None = None  # the upstream's raw figures when they were not billed
 
 
 @dataclass
@@ -133,6 +142,7 @@ class Settle:
     group_ratio: object
     usage: TokenUsage
     call: CallRecord
+    cost: int | None = None  # charged instead of the price's figure (a delivered hold's)
 
 
 @dataclass
@@ -143,6 +153,16 @@ class Release:
     hold: Hold
 
 
+@dataclass
+class Deliver:
+    """Mark an open hold as delivered-but-unsettled, with what it should cost, when its
+    settlement could not be written; the expiry sweep then charges it (``settle_delivered``)
+    instead of releasing it. Result: whether this marked it."""
+
+    hold: Hold
+    quota: int
+
+
 class _Books:
     """One batch's view of the rows it locked, and the changes it will write back."""
 
@@ -151,6 +171,7 @@ class _Books:
         self.user_changes = defaultdict(lambda: [0, 0, 0])  # id -> [quota, used, requests]
         self.key_changes = defaultdict(lambda: [0, 0, False])  # id -> [remaining, used, used now]
         self.closed: dict[int, str] = {}  # hold id -> its new status
+        self.delivered: dict[int, int] = {}  # hold id -> the cost of its delivered answer
         self.new_holds: list[Hold] = []
         self.journal: list[dict] = []
 
@@ -162,20 +183,23 @@ class _Books:
             self.key_changes[key_id][0] += key_amount
 
     def reserve(self, op: Reserve):
+        least = op.amount if op.minimum is None else min(op.minimum, op.amount)
         balance = self.users.get(op.user_id)
-        if balance is None or balance < op.amount or balance <= 0:
+        if balance is None or balance < least or balance <= 0:
             return InsufficientQuota("balance")
-        key_amount = 0 if op.unlimited_key else op.amount
+        amount = min(op.amount, balance)
         if not op.unlimited_key:
             remaining = self.keys.get(op.api_key_id)
-            if remaining is None or remaining < op.amount or remaining <= 0:
+            if remaining is None or remaining < least or remaining <= 0:
                 return InsufficientQuota("key")
-        self.give(op.user_id, op.api_key_id, -op.amount, -key_amount)
+            amount = min(amount, remaining)
+        key_amount = 0 if op.unlimited_key else amount
+        self.give(op.user_id, op.api_key_id, -amount, -key_amount)
         now = timezone.now()
         hold = Hold(
             user_id=op.user_id,
             api_key_id=op.api_key_id,
-            amount=op.amount,
+            amount=amount,
             key_amount=key_amount,
             status=Hold.Status.OPEN,
             created_at=now,
@@ -187,14 +211,14 @@ class _Books:
     def settle(self, op: Settle):
         hold = op.hold
         status = self.holds.get(hold.id)
-        if status == Hold.Status.OPEN:
+        if status in (Hold.Status.OPEN, Hold.Status.DELIVERED):
             returned, key_returned = hold.amount, hold.key_amount
         elif status == Hold.Status.RELEASED:
             returned, key_returned = 0, 0
         else:
             return None
         self.holds[hold.id] = self.closed[hold.id] = Hold.Status.SETTLED
-        cost = op.price.charge(op.usage, op.group_ratio)
+        cost = op.price.charge(op.usage, op.group_ratio) if op.cost is None else op.cost
         # A limited key pays from its allowance too; an unlimited key's hold took nothing.
         key_cost = cost if hold.key_amount else 0
         self.give(hold.user_id, hold.api_key_id, returned - cost, key_returned - key_cost)
@@ -210,16 +234,15 @@ class _Books:
                 "api_key_id": hold.api_key_id,
                 "hold_id": hold.id,
                 "channel_id": call.channel_id,
-                "endpoint": call.endpoint,
-                "model": call.model,
-                "upstream_model": call.upstream_model,
+                "endpoint": call.endpoint[:32],
+                "model": call.model[:128],
+                "upstream_model": call.upstream_model[:128],
                 "is_stream": call.is_stream,
                 "status": call.status,
-                "input_tokens": usage.input_tokens,
-                "cached_input_tokens": usage.cached_input_tokens,
-                "cache_write_tokens": usage.cache_write_tokens,
-                "output_tokens": usage.output_tokens,
-                "reasoning_tokens": usage.reasoning_tokens,
+                **{name: _storable_count(getattr(usage, name)) for name in TOKEN_COLUMNS},
+                "service_tier": call.service_tier[:16],
+                "usage_flag": call.usage_flag,
+                "reported_usage": call.reported_usage,
                 "quota": cost,
                 "key_quota": key_cost,
                 "group_ratio": op.group_ratio,
@@ -228,11 +251,19 @@ class _Books:
                 "cache_read_ratio": price.cache_read_ratio,
                 "cache_write_ratio": price.cache_write_ratio,
                 "per_call_quota": price.per_call_quota,
-                "latency_ms": call.latency_ms,
-                "client_ip": call.client_ip,
+                "latency_ms": min(max(call.latency_ms, 0), 2**31 - 1),
+                "client_ip": _storable_ip(call.client_ip),
             }
         )
         return cost
+
+    def deliver(self, op: Deliver) -> bool:
+        hold = op.hold
+        if self.holds.get(hold.id) != Hold.Status.OPEN:
+            return False
+        self.holds[hold.id] = self.closed[hold.id] = Hold.Status.DELIVERED
+        self.delivered[hold.id] = op.quota
+        return True
 
     def release(self, op: Release) -> bool:
         hold = op.hold
@@ -271,6 +302,8 @@ def _decide(operations, holds, users, keys) -> tuple[list, "_Books"]:
             results.append(books.reserve(op))
         elif isinstance(op, Settle):
             results.append(books.settle(op))
+        elif isinstance(op, Deliver):
+            results.append(books.deliver(op))
         else:
             results.append(books.release(op))
     return results, books
@@ -282,8 +315,17 @@ def _changes(books: "_Books", now, journal_values) -> list[tuple[str, list]]:
     if books.closed:
         statements.append(
             (
-                f"UPDATE {HOLD} SET status = %s, closed_at = %s WHERE id = %s",
-                [[status, now, i] for i, status in sorted(books.closed.items())],
+                f"UPDATE {HOLD} SET status = %s, closed_at = %s,"
+                " delivered_quota = COALESCE(%s, delivered_quota) WHERE id = %s",
+                [
+                    [
+                        status,
+                        None if status == Hold.Status.DELIVERED else now,
+                        books.delivered.get(i),
+                        i,
+                    ]
+                    for i, status in sorted(books.closed.items())
+                ],
             )
         )
     if books.user_changes:
@@ -433,13 +475,49 @@ def _insert_sql(model) -> str:
     )
 
 
+TOKEN_COLUMNS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "audio_input_tokens",
+    "audio_output_tokens",
+    "web_search_calls",
+)
+# A journal row must always be writable, whatever figures reached it: a settlement that fails
+# on a value would leave a delivered answer unbilled.
+LARGEST_COUNT = 2**62
+
+
+def _storable_count(value) -> int:
+    return min(max(int(value), 0), LARGEST_COUNT)
+
+
+def _storable_ip(value: str | None) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value)) if value else None
+    except ValueError:
+        return None
+
+
 def _row(instance) -> dict:
     return {f.attname: getattr(instance, f.attname) for f in _columns(type(instance))}
 
 
 def _values(model, row: dict) -> list:
-    """A row's values in column order; psycopg adapts them (aware datetimes, Decimals) itself."""
-    return [row[f.attname] for f in _columns(model)]
+    """A row's values in column order; psycopg adapts them (aware datetimes, Decimals) itself,
+    JSON apart."""
+    return [
+        Jsonb(row[f.attname]) if f.attname in _json_columns(model) else row[f.attname]
+        for f in _columns(model)
+    ]
+
+
+@cache
+def _json_columns(model) -> frozenset:
+    return frozenset(f.attname for f in _columns(model) if isinstance(f, models.JSONField))
 
 
 def _prepared_row(model, row: dict) -> list:
@@ -458,12 +536,38 @@ def _commit_without_waiting_for_disk(conn) -> None:
 
 
 def release_expired_holds(*, now=None) -> int:
-    """Release the holds whose calls died with their worker; returns how many."""
+    """Release the holds whose calls died with their worker, and charge the ones whose answer
+    was delivered but not settled (``settle_delivered_holds``); returns how many released."""
     now = now or timezone.now()
+    settle_delivered_holds()
     released = 0
     for hold in Hold.objects.filter(status=Hold.Status.OPEN, expires_at__lt=now):
         released += _one(Release(hold))
     return released
+
+
+# What a delivered hold's journal row records: its cost is the one the call computed.
+_UNPRICED = Price(
+    model="",
+    model_ratio=Decimal(0),
+    completion_ratio=Decimal(0),
+    cache_read_ratio=Decimal(0),
+    cache_write_ratio=Decimal(0),
+    per_call_quota=None,
+    is_free=False,
+    max_output_tokens=0,
+)
+
+
+def settle_delivered_holds() -> int:
+    """Charge every hold whose answer was delivered but whose settlement failed, at the cost
+    its call computed (the held amount if it recorded none), each once; returns how many."""
+    settled = 0
+    for hold in Hold.objects.filter(status=Hold.Status.DELIVERED):
+        cost = hold.delivered_quota if hold.delivered_quota is not None else hold.amount
+        record = CallRecord(endpoint="", model="", usage_flag=UsageLog.UsageFlag.SETTLED_LATE)
+        settled += _one(Settle(hold, _UNPRICED, Decimal(1), TokenUsage(), record, cost)) is not None
+    return settled
 
 
 @dataclass(frozen=True)
@@ -498,7 +602,8 @@ def reconcile() -> list[Discrepancy]:
             # show up as discrepancies that are not there.
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        open_holds = Hold.objects.filter(status=Hold.Status.OPEN)
+        # A delivered hold still holds its money until the sweep settles it.
+        open_holds = Hold.objects.filter(status__in=[Hold.Status.OPEN, Hold.Status.DELIVERED])
         user_holds = _sums(open_holds, "user_id", "amount")
         key_holds = _sums(open_holds.exclude(api_key=None), "api_key_id", "key_amount")
         user_ledger = _sums(LedgerEntry.objects.all(), "user_id", "amount")

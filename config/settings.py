@@ -9,6 +9,7 @@ Two ways to run (README.md, "Configuration"):
 
 import os
 import secrets
+from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
@@ -207,8 +208,32 @@ RELAY_LOCAL_CACHE_ENTRIES = int(env("RELAY_LOCAL_CACHE_ENTRIES", "10000"))
 # largest limit the balance covers, so the call cannot cost more than its hold ("on"). "off":
 # send what the client asked (overdraw is then bounded per call by the model's maximum output).
 RELAY_CAP_OUTPUT_TO_BALANCE = env_bool("RELAY_CAP_OUTPUT_TO_BALANCE", True)
-# Output tokens assumed for a hold when the request names no max_tokens.
-RELAY_DEFAULT_OUTPUT_ESTIMATE = int(env("RELAY_DEFAULT_OUTPUT_ESTIMATE", "4096"))
+# The largest output of a model whose price row names none (ModelPrice.max_output_tokens):
+# held for a call that names no output limit, and the most any call of it may ask for.
+RELAY_DEFAULT_MAX_OUTPUT_TOKENS = int(env("RELAY_DEFAULT_MAX_OUTPUT_TOKENS", "16384"))
+# Service tiers a client may ask for (OpenAI `service_tier`, Anthropic `service_tier`), each
+# with its multiplier on the charge; any other tier is refused with a 400 naming it.
+RELAY_SERVICE_TIER_RATIOS = {
+    name.strip(): Decimal(ratio)
+    for name, ratio in (
+        item.split(":")
+        for item in env_list(
+            "RELAY_SERVICE_TIER_RATIOS",
+            "auto:1,default:1,standard:1,standard_only:1,flex:0.5,priority:2",
+        )
+    )
+}
+# anthropic-beta values forwarded to Anthropic; others are refused with a 400 naming them
+# (some betas cost more, e.g. the 1M-token context window, and are not priced here).
+RELAY_ANTHROPIC_BETAS = env_list(
+    "RELAY_ANTHROPIC_BETAS",
+    "prompt-caching-2024-07-31,extended-cache-ttl-2025-04-11,token-efficient-tools-2025-02-19,"
+    "fine-grained-tool-streaming-2025-05-14,interleaved-thinking-2025-05-14,"
+    "output-128k-2025-02-19,pdfs-2024-09-25,computer-use-2025-01-24,context-management-2025-06-27",
+)
+# Searches a server-side web search tool may run in one call when the client sets no
+# max_uses (it is sent upstream, and the hold covers that many searches).
+RELAY_WEB_SEARCH_MAX_USES = int(env("RELAY_WEB_SEARCH_MAX_USES", "5"))
 # max_tokens sent to an Anthropic upstream for an OpenAI-format call that names none.
 RELAY_ANTHROPIC_DEFAULT_MAX_TOKENS = int(env("RELAY_ANTHROPIC_DEFAULT_MAX_TOKENS", "4096"))
 RELAY_CONNECT_TIMEOUT = float(env("RELAY_CONNECT_TIMEOUT", "10"))
