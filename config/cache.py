@@ -7,7 +7,9 @@ instead; writes and invalidations may use either, since both reach the same stor
 """
 
 import random
+import threading
 import time
+from collections import OrderedDict
 from functools import cache
 
 from django.conf import settings
@@ -52,28 +54,55 @@ class LocalMemo:
     For what every call reads and operators rarely change (keys, prices, group ratios, the
     channel table's version): a saved change clears this process's memo at once (billing.signals,
     relay.signals) and reaches other processes within ``seconds``.
+
+    At most ``max_entries`` are kept, the least recently used going first: some keys come from
+    callers (a model name before its price is checked, any presented key's hash), and without a
+    bound a caller could grow every worker's memory at will. Lookups and puts run on the event
+    loop, but ``clear`` also runs in other threads (signals from admin, management commands): a
+    lock around every change keeps the dictionary whole. It is held for microseconds and never
+    across an ``await``.
     """
 
-    def __init__(self, seconds: float, spread: float = 0.0):
+    def __init__(self, seconds: float, spread: float = 0.0, max_entries: int | None = None):
         self.seconds = seconds
         # Entries loaded together (a server warming up) expire at different moments when
         # spread > 0, rather than all being reloaded in one burst.
         self.spread = spread
-        self._values: dict = {}
+        if max_entries is None:
+            max_entries = settings.RELAY_LOCAL_CACHE_ENTRIES
+        if max_entries < 1:
+            raise ValueError("a LocalMemo keeps at least one entry")
+        self.max_entries = max_entries
+        # key -> (expires at, value), least recently used first
+        self._values: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._values)
 
     def lookup(self, key) -> tuple[bool, object]:
         """(True, value) while ``key`` is fresh, else (False, None)."""
-        hit = self._values.get(key)
-        if hit is not None and hit[0] > time.monotonic():
+        with self._lock:
+            hit = self._values.get(key)
+            if hit is None:
+                return False, None
+            if hit[0] <= time.monotonic():
+                del self._values[key]
+                return False, None
+            self._values.move_to_end(key)
             return True, hit[1]
-        return False, None
 
     def put(self, key, value) -> None:
         seconds = self.seconds * (1 - self.spread * random.random())
-        self._values[key] = (time.monotonic() + seconds, value)
+        with self._lock:
+            self._values[key] = (time.monotonic() + seconds, value)
+            self._values.move_to_end(key)
+            while len(self._values) > self.max_entries:
+                self._values.popitem(last=False)
 
     def clear(self) -> None:
-        self._values.clear()
+        with self._lock:
+            self._values.clear()
 
 
 memo = LocalMemo(seconds=settings.RELAY_LOCAL_CACHE_SECONDS)

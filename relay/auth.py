@@ -8,6 +8,7 @@ time it trusts its last look at the epoch. Balances are not cached: placing a ho
 them in the database every call.
 """
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,6 +20,9 @@ from accounts.models import ApiKey, ip_in
 from config.cache import LocalMemo, move_version, shared_cache, version
 from relay import database
 from relay.errors import RelayError
+
+# Made-up keys remembered per process (real ones: settings.RELAY_LOCAL_CACHE_ENTRIES).
+UNKNOWN_KEYS_KEPT = 1000
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,11 @@ def _load(lookup_hash: str) -> KeyInfo | None:
 
 
 EPOCH_KEY = "apikeys:epoch"
-# lookup hash -> (epoch, KeyInfo)
+# lookup hash -> (epoch, KeyInfo). Unknown keys are remembered too (a client retrying a wrong
+# key should not reach the database every call), but apart and in a few entries: anyone can
+# present any number of made-up keys, and those must not push real keys out.
 _known = LocalMemo(seconds=settings.RELAY_CACHE_SECONDS, spread=0.5)
+_unknown = LocalMemo(seconds=settings.RELAY_CACHE_SECONDS, max_entries=UNKNOWN_KEYS_KEPT)
 
 
 def keys_epoch() -> int:
@@ -78,16 +85,18 @@ def forget_keys(lookup_hashes) -> None:
     shared_cache().delete_many([key_cache_key(h) for h in lookup_hashes])
     move_version(EPOCH_KEY)
     _known.clear()
+    _unknown.clear()
 
 
 async def key_info(lookup_hash: str) -> KeyInfo | None:
     """The key's settings, from this process while the keys epoch has not moved."""
     epoch = await database.remembered("keys-epoch", keys_epoch)
-    found, entry = _known.lookup(lookup_hash)
-    if found and entry[0] == epoch:
-        return entry[1]
+    for memo in (_known, _unknown):
+        found, entry = memo.lookup(lookup_hash)
+        if found and entry[0] == epoch:
+            return entry[1]
     info = await database.run(find_key, lookup_hash)
-    _known.put(lookup_hash, (epoch, info))
+    (_unknown if info is None else _known).put(lookup_hash, (epoch, info))
     return info
 
 
@@ -111,18 +120,42 @@ def presented_key(headers) -> str:
 
 
 def client_ip(request) -> str | None:
-    """The caller's IP; X-Forwarded-For counts only when the peer is a trusted proxy."""
+    """The caller's IP; X-Forwarded-For counts only when the peer is a trusted proxy.
+
+    Every hop is checked to be an IP address (a port after it is dropped); a hop that is not
+    one is skipped, so junk in the header can neither be taken for the client nor stop the
+    call's usage row from being written (its column holds addresses only).
+    """
     peer = request.peer
     if not settings.TRUSTED_PROXIES or not _is_trusted(peer):
         return peer
-    forwarded = [
-        hop.strip() for hop in request.headers.get("x-forwarded-for", "").split(",") if hop.strip()
-    ]
+    farthest = None
     # Walk from the nearest hop back: the first address not ours is the client.
-    for hop in reversed(forwarded):
-        if not _is_trusted(hop):
-            return hop
-    return forwarded[0] if forwarded else peer
+    for hop in reversed(request.headers.get("x-forwarded-for", "").split(",")):
+        address = _address(hop)
+        if address is None:
+            continue
+        if not _is_trusted(address):
+            return address
+        farthest = address
+    return farthest or peer
+
+
+def _address(hop: str) -> str | None:
+    """The IP address in one X-Forwarded-For hop (``1.2.3.4``, ``1.2.3.4:80``, ``::1``,
+    ``[::1]:80``), written the standard way; None when it holds none."""
+    hop = hop.strip()
+    if hop.startswith("["):  # [IPv6] or [IPv6]:port
+        hop = hop[1 : hop.find("]")] if "]" in hop else ""
+    elif hop.count(":") == 1:  # IPv4:port (a bare IPv6 address has two colons or more)
+        hop = hop.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(hop)
+    except ValueError:
+        return None
+    if getattr(address, "scope_id", None):  # fe80::1%eth0: the zone means nothing here
+        address = ipaddress.ip_address(hop.split("%", 1)[0])
+    return str(address)
 
 
 def _is_trusted(ip: str | None) -> bool:
