@@ -1,8 +1,9 @@
 """Operators' view of users and keys. Balances and key limits change through billing services."""
 
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.template.response import TemplateResponse
 
 from accounts import secrets as key_secrets
 from accounts.models import ApiKey, User
@@ -111,12 +112,26 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if not change:
-            key = key_secrets.generate_api_key()
-            obj.set_key(key)
-            messages.warning(request, f"The new key, shown only now: {key}")
+            obj.key_in_clear = key_secrets.generate_api_key()  # for response_add, only
+            obj.set_key(obj.key_in_clear)
         super().save_model(request, obj, form, change)
         limit = form.cleaned_data.get("limit")
         if limit is not None and not obj.unlimited_quota:
             billing.set_key_limit(
                 api_key=obj, remaining=limit, by=request.user, note="set in admin"
             )
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """The new key on this response's page, once. Not as a message: messages are kept in
+        a cookie (signed, not encrypted) or the session, and the key would travel in them."""
+        return TemplateResponse(
+            request,
+            "admin/accounts/apikey/created.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "API key created",
+                "opts": self.opts,
+                "api_key": obj,
+                "key": obj.key_in_clear,
+            },
+        )

@@ -2,6 +2,8 @@
 
 import pytest
 from django.contrib import admin
+from django.contrib.messages.storage.cookie import CookieStorage
+from django.http import HttpRequest
 
 from accounts.models import ApiKey, User
 from billing.models import LedgerEntry
@@ -98,24 +100,52 @@ def test_a_channel_key_is_write_only(ops_client):
     assert (channel.name, channel.api_key()) == ("renamed", "upstream-very-secret")
 
 
+KEY_FORM = {
+    "name": "from admin",
+    "status": "enabled",
+    "unlimited_quota": "",
+    "allowed_models": "[]",
+    "allowed_ips": "[]",
+    "limit": "2000",
+}
+
+
+def add_key_in_admin(ops_client, user):
+    response = ops_client.post("/admin/accounts/apikey/add/", {"user": user.id, **KEY_FORM})
+    assert response.status_code == 200, response.content[:2000]
+    return response, response.context["key"]
+
+
 def test_a_key_made_in_admin_is_shown_once_and_stored_hashed(ops_client, alice):
-    response = ops_client.post(
-        "/admin/accounts/apikey/add/",
-        {
-            "user": alice.id,
-            "name": "from admin",
-            "status": "enabled",
-            "unlimited_quota": "",
-            "allowed_models": "[]",
-            "allowed_ips": "[]",
-            "limit": "2000",
-        },
-        follow=True,
-    )
-    shown = [str(m) for m in response.context["messages"]]
-    key = shown[0].rsplit(" ", 1)[-1]
+    response, key = add_key_in_admin(ops_client, alice)
+    page = response.content.decode()
+    assert page.count(key) == 1
+    assert "will not be shown here again" in page
+    assert "no-store" in response["Cache-Control"]
     api_key = ApiKey.objects.find(key).get()
-    assert (api_key.unlimited_quota, api_key.remaining_quota) == (False, 2000)
+    assert (api_key.user, api_key.unlimited_quota, api_key.remaining_quota) == (alice, False, 2000)
     assert LedgerEntry.objects.get(api_key=api_key).key_amount == 2000
+    assert key not in str(ApiKey.objects.filter(id=api_key.id).values().get())
     page = ops_client.get(f"/admin/accounts/apikey/{api_key.id}/change/").content.decode()
     assert key not in page
+
+
+def test_a_key_made_in_admin_travels_in_no_cookie_session_or_message(ops_client, alice):
+    response, key = add_key_in_admin(ops_client, alice)
+    assert key not in str(response.cookies)
+    assert key not in str(ops_client.cookies)
+    # The messages cookie is signed and may be compressed: read it as Django would.
+    request = HttpRequest()
+    request.COOKIES = {name: morsel.value for name, morsel in ops_client.cookies.items()}
+    assert not [m for m in CookieStorage(request) if key in str(m)]
+    assert key not in str(dict(ops_client.session.items()))
+    # Nothing is left for the next page to show either.
+    following = ops_client.get("/admin/accounts/apikey/")
+    assert key not in following.content.decode()
+    assert not [m for m in following.context["messages"] if key in str(m)]
+
+
+def test_the_key_page_links_back_to_the_new_key(ops_client, alice):
+    response, key = add_key_in_admin(ops_client, alice)
+    api_key = ApiKey.objects.find(key).get()
+    assert f'href="/admin/accounts/apikey/{api_key.id}/change/"' in response.content.decode()
