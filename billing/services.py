@@ -81,6 +81,18 @@ def set_key_limit(
     return api_key
 
 
+def spent_limit(*, user_id: int, api_key_id: int) -> str | None:
+    """Which limit is at or below zero, if one is: "balance" (the user's) or "key" (the key's
+    own allowance, which matters only for a limited key). A read, for refusing a call before
+    its body is read; the hold itself is what decides."""
+    if not User.objects.filter(id=user_id, quota__gt=0).exists():
+        return "balance"
+    key = ApiKey.objects.filter(id=api_key_id).values("unlimited_quota", "remaining_quota").first()
+    if key and not key["unlimited_quota"] and key["remaining_quota"] <= 0:
+        return "key"
+    return None
+
+
 # The hot path's operations: Reserve (place a hold), Settle, Release. ``apply_batch`` runs any
 # number of them in one transaction (billing.writer batches the relay's calls this way);
 # reserve_quota, settle_hold and release_hold run one alone.

@@ -17,23 +17,33 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
 
-from accounts import secrets as key_secrets
 from billing import services as billing
 from billing import writer
 from billing.models import Hold, UsageLog
-from billing.pricing import Price, TokenUsage, group_ratio_for, price_for
-from relay import auth, conversions, database, errors, routing, tokens, upstream
+from billing.pricing import Demand, Price, TokenUsage, group_ratio_for, price_for
+from config.cache import LocalMemo, memo
+from relay import (
+    auth,
+    conversions,
+    database,
+    errors,
+    metering,
+    routing,
+    tokens,
+    upstream,
+    validation,
+)
 from relay.auth import KeyInfo
 from relay.errors import RelayError
 from relay.providers import provider_for
-from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES
+from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES, UsageProblem
 from relay.responses import Request, Response, StreamingResponse
 from relay.routing import ChannelInfo, channels_for, channels_version, enabled_channels
 from relay.streams import EventParser, Translator, anthropic_sse, openai_sse, translator_for
@@ -62,8 +72,10 @@ STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 URL_PATTERN = re.compile(r"(?:https?|wss?)://\S+", re.IGNORECASE)
 
 
-# Calls holding quota that have not been settled or released yet, in this process.
+# Calls holding quota that have not been settled or released yet, in this process, and how
+# many of them each key has (RELAY_MAX_CALLS_PER_KEY).
 _in_flight: set = set()
+_in_flight_by_key: dict[int, int] = {}
 
 
 def calls_in_flight() -> int:
@@ -82,8 +94,16 @@ class Call:
     stream: bool
     client_ip: str | None
     price: Price
-    group_ratio: Decimal
+    group_ratio: Decimal  # the user's group ratio times the service tier's
     input_tokens: int  # counted locally: sizes the hold, bills a stream the upstream never did
+    audio_input_tokens: int = 0
+    raw_body: bytes = b""
+    options: metering.PaidOptions = field(default_factory=metering.PaidOptions)
+    # The output limit per choice sent upstream (None: the client's body is left as it is),
+    # and the most output the call may produce in all, which its hold covers.
+    output_limit: int | None = None
+    output_cap: int | None = None  # None: the model's largest output
+    limit_spelling: str | None = None
     started: float = field(default_factory=time.monotonic)
     client_headers: dict = field(default_factory=dict)  # the few forwarded upstream
     channels: list[ChannelInfo] = field(default_factory=list)
@@ -91,6 +111,7 @@ class Call:
     channel: ChannelInfo | None = None
     upstream_model: str = ""
     _closing: asyncio.Future | None = None
+    _settled: int | None = None  # the charge of a settlement under way (the answer was sent)
 
     @property
     def client_dialect(self) -> str:
@@ -100,9 +121,39 @@ class Call:
     def client_wants_usage(self) -> bool:
         return bool((self.body.get("stream_options") or {}).get("include_usage"))
 
-    async def settle(self, usage: TokenUsage, status: str) -> None:
-        """Charge the call (exactly once, whatever else happens to this task)."""
-        await self._close_once(self._settlement, usage, status)
+    async def settle(
+        self,
+        reported: TokenUsage | None,
+        status: str,
+        *,
+        local_output: int = 0,
+        problem: dict | None = None,
+    ) -> None:
+        """Charge the call (exactly once, whatever else happens to this task), for the
+        upstream's usage when it is believable, else for the local counts (``local_output``:
+        the output counted from what was sent; ``problem``: figures the adapter rejected)."""
+        local = TokenUsage(
+            input_tokens=self.input_tokens,
+            audio_input_tokens=self.audio_input_tokens,
+            output_tokens=local_output,
+        )
+        usage, flag, raw = metering.billable_usage(
+            reported,
+            local=local,
+            output_cap=self.price.max_output_tokens if self.output_cap is None else self.output_cap,
+            web_search_cap=self.options.web_searches,
+            problem=problem,
+        )
+        if self.options.searches_per_call and usage.web_search_calls == 0:
+            usage = replace(usage, web_search_calls=1)  # OpenAI reports no count: one per call
+        if flag != UsageLog.UsageFlag.TRUSTED:
+            logger.warning(
+                "call on channel %s: upstream usage %s (%s)",
+                self.channel and self.channel.id,
+                flag,
+                raw,
+            )
+        await self._close_once(self._settlement, usage, status, flag, raw)
 
     async def release(self) -> None:
         """Give the hold back: nothing of the call reached the client."""
@@ -121,15 +172,36 @@ class Call:
             pass
 
     def _closed(self, closing: asyncio.Future) -> None:
-        _in_flight.discard(self)
-        if not closing.cancelled() and closing.exception() is not None:
-            logger.error(
-                "settling hold %s failed; its expiry will release it",
-                self.hold and self.hold.id,
-                exc_info=closing.exception(),
+        if self in _in_flight:
+            _in_flight.discard(self)
+            left = _in_flight_by_key.get(self.key.id, 1) - 1
+            if left > 0:
+                _in_flight_by_key[self.key.id] = left
+            else:
+                _in_flight_by_key.pop(self.key.id, None)
+        if closing.cancelled() or closing.exception() is None:
+            return
+        logger.error(
+            "closing hold %s failed", self.hold and self.hold.id, exc_info=closing.exception()
+        )
+        if self._settled is not None:
+            # The answer was delivered: the hold must be charged, not released by its expiry.
+            writer.submit(billing.Deliver(self.hold, self._settled)).add_done_callback(
+                self._delivery_recorded
             )
 
-    def _settlement(self, usage: TokenUsage, status: str) -> billing.Settle:
+    def _delivery_recorded(self, recording: asyncio.Future) -> None:
+        outcome = None if recording.cancelled() else recording.result()
+        if outcome is not True:
+            logger.error(
+                "hold %s: a delivered answer could not be recorded (%r); its expiry will "
+                "release it",
+                self.hold.id,
+                outcome,
+            )
+
+    def _settlement(self, usage: TokenUsage, status: str, flag: str, raw) -> billing.Settle:
+        self._settled = self.price.charge(usage, self.group_ratio)
         return billing.Settle(
             hold=self.hold,
             price=self.price,
@@ -144,6 +216,9 @@ class Call:
                 status=status,
                 latency_ms=int((time.monotonic() - self.started) * 1000),
                 client_ip=self.client_ip,
+                service_tier=self.options.service_tier,
+                usage_flag=flag,
+                reported_usage=raw,
             ),
         )
 
@@ -168,6 +243,40 @@ async def relay(request: Request, *, operation: str) -> Response | StreamingResp
         raise
 
 
+# Users and keys whose last hold was refused for want of credit, for a few seconds: their
+# next calls are refused from the headers, before a byte of the body is read.
+_out_of_credit = LocalMemo(seconds=3, max_entries=10_000)
+# Bodies larger than this are not read before the balance is checked in the database.
+CHECK_BALANCE_ABOVE_BYTES = 1024 * 1024
+
+
+def out_of_credit(limit: str, amount: int | None = None) -> RelayError:
+    whose = "This API key's own quota" if limit == "key" else "Your account balance"
+    needs = f" (it needs up to {amount} quota)" if amount is not None else ""
+    return RelayError(
+        429,
+        f"{whose} is too low for this request{needs}. Top up, or lower max_tokens.",
+        code="insufficient_quota",
+        error_type="insufficient_quota",
+        retry=False,
+    )
+
+
+async def refuse_before_body(request: Request) -> RelayError | None:
+    """Why a call whose key is known must not send its body, if it must not: its balance (or
+    its key's allowance) is at or below zero."""
+    key: KeyInfo = request.key
+    if _out_of_credit.lookup(("user", key.user_id))[0]:
+        return out_of_credit("balance")
+    if not key.unlimited_quota and _out_of_credit.lookup(("key", key.id))[0]:
+        return out_of_credit("key")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) <= CHECK_BALANCE_ABOVE_BYTES:
+        return None  # small bodies: the hold itself checks the balance
+    limit = await database.run(billing.spent_limit, user_id=key.user_id, api_key_id=key.id)
+    return out_of_credit(limit) if limit else None
+
+
 async def _admit(request: Request, operation: str) -> Call:
     """Everything before the upstream: who, what, whether it may, and the hold.
 
@@ -176,16 +285,18 @@ async def _admit(request: Request, operation: str) -> Call:
     writer (billing.writer). If the client leaves while the hold is being placed, it is given
     back.
     """
-    presented = auth.presented_key(request.headers)
-    if not presented:
-        raise auth.no_key()
-    key = await auth.key_info(key_secrets.lookup_hash(presented))
-    # Who is calling is answered before what was asked: a bad key gets 401 whatever its body.
-    ip = auth.check_key(key, request)
-    body = _parse_body(request)
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise errors.invalid_request("You must provide a model parameter.", param="model")
+    if request.key is not None:  # checked by relay.views.before_body, from the headers
+        key, ip = request.key, request.client_ip
+    else:
+        key, ip = await auth.authenticate(request)
+    if len(_in_flight) >= settings.RELAY_MAX_CALLS_IN_FLIGHT:
+        raise metering.too_many_in_flight("process")
+    per_key = settings.RELAY_MAX_CALLS_PER_KEY
+    if per_key and _in_flight_by_key.get(key.id, 0) >= per_key:
+        raise metering.too_many_in_flight("key")
+    body = validation.parse_json(request.body)
+    validation.validate_request(operation, body)
+    model = body["model"]
     if not key.allows_model(model):
         raise RelayError(
             403,
@@ -193,7 +304,46 @@ async def _admit(request: Request, operation: str) -> Call:
             code="model_not_allowed",
             retry=False,
         )
-    price = await database.remembered(("price", model), price_for, model)
+    price = await _price(model)
+    group_ratio = await database.remembered(("group", key.group), group_ratio_for, key.group)
+    channels = await _channels(request, key, model, operation)
+    dialects = {provider_for(channel.type).dialect for channel in channels}
+    options = metering.paid_options(
+        operation, body, request.body, request.headers, price, anthropic="anthropic" in dialects
+    )
+    input_tokens, audio_tokens = await _count_input(request, operation, body, model, dialects)
+    metering.refuse_audio_input(price, audio_tokens)
+    call = Call(
+        key=key,
+        operation=operation,
+        body=body,
+        raw_body=request.body,
+        model=model,
+        stream=bool(body.get("stream")) and operation != EMBEDDINGS,
+        client_ip=ip,
+        price=price,
+        group_ratio=group_ratio * options.tier_ratio,
+        input_tokens=input_tokens,
+        audio_input_tokens=audio_tokens,
+        options=options,
+        client_headers={
+            name: value for name, value in request.headers.items() if name in FORWARDED_HEADERS
+        },
+        channels=channels,
+    )
+    await _hold(call)
+    _in_flight.add(call)
+    _in_flight_by_key[key.id] = _in_flight_by_key.get(key.id, 0) + 1
+    return call
+
+
+async def _price(model: str) -> Price:
+    """The model's price; only a priced model is remembered (unknown names are unbounded)."""
+    found, price = memo.lookup(("price", model))
+    if not found:
+        price = await database.run(price_for, model)
+        if price is not None:
+            memo.put(("price", model), price)
     if price is None:
         raise RelayError(
             404,
@@ -201,34 +351,37 @@ async def _admit(request: Request, operation: str) -> Call:
             code="model_not_found",
             retry=False,
         )
-    group_ratio = await database.remembered(("group", key.group), group_ratio_for, key.group)
-    channels = await _channels(request, key, model, operation)
-    call = Call(
-        key=key,
-        operation=operation,
-        body=body,
-        model=model,
-        stream=bool(body.get("stream")) and operation != EMBEDDINGS,
-        client_ip=ip,
-        price=price,
-        group_ratio=group_ratio,
-        input_tokens=await _count_input(request, operation, body, model),
-        client_headers={
-            name: value for name, value in request.headers.items() if name in FORWARDED_HEADERS
-        },
-        channels=channels,
-    )
-    estimate = price.estimate(
+    return price
+
+
+async def _hold(call: Call) -> None:
+    """Place the call's hold: the most it can cost, or, when it named no output limit and the
+    balance is short, as much as the balance covers (the upstream is then asked for less)."""
+    named = metering.output_limit(call.operation, call.body)
+    choices = metering.choices(call.operation, call.body)
+    most = 0 if call.operation == EMBEDDINGS else max(call.price.max_output_tokens, 1)
+    limit = most if named is None else min(named, most)
+    options = call.options
+    demand = Demand(
         input_tokens=call.input_tokens,
-        max_output=_max_output(operation, body),
-        group_ratio=call.group_ratio,
+        output_tokens=limit,
+        choices=choices,
+        audio_input_tokens=call.audio_input_tokens,
+        audio_output=options.audio_output,
+        cache_writes=options.cache_writes,
+        web_searches=options.web_searches,
     )
+    full = call.price.most(demand, call.group_ratio)
+    least = full
+    if named is None and limit > 1:
+        least = call.price.most(replace(demand, output_tokens=1), call.group_ratio)
     placing = writer.submit(
         billing.Reserve(
-            user_id=key.user_id,
-            api_key_id=key.id,
-            unlimited_key=key.unlimited_quota,
-            amount=estimate,
+            user_id=call.key.user_id,
+            api_key_id=call.key.id,
+            unlimited_key=call.key.unlimited_quota,
+            amount=full,
+            minimum=least,
         )
     )
     try:
@@ -238,20 +391,22 @@ async def _admit(request: Request, operation: str) -> Call:
         placing.add_done_callback(_release_orphan)
         raise
     if isinstance(outcome, billing.InsufficientQuota):
-        whose = "This API key's own quota" if outcome.limit == "key" else "Your account balance"
-        raise RelayError(
-            429,
-            f"{whose} is too low for this request (it needs up to {estimate} quota). "
-            "Top up, or lower max_tokens.",
-            code="insufficient_quota",
-            error_type="insufficient_quota",
-            retry=False,
+        _out_of_credit.put(
+            ("key", call.key.id) if outcome.limit == "key" else ("user", call.key.user_id), True
         )
+        raise out_of_credit(outcome.limit, least)
     if isinstance(outcome, Exception):
         raise outcome
     call.hold = outcome
-    _in_flight.add(call)
-    return call
+    if outcome.amount < full:
+        limit = call.price.output_covered(outcome.amount, demand, call.group_ratio)
+        sent = limit if settings.RELAY_CAP_OUTPUT_TO_BALANCE else None
+    else:
+        sent = limit if named is not None or settings.RELAY_CAP_OUTPUT_TO_BALANCE else None
+    if call.operation != EMBEDDINGS:
+        call.output_limit = sent
+    call.output_cap = (sent if sent is not None else most) * choices
+    call.limit_spelling = metering.client_limit_spelling(call.operation, call.body)
 
 
 def _release_orphan(placing: asyncio.Future) -> None:
@@ -282,49 +437,38 @@ async def _channels(request: Request, key: KeyInfo, model: str, operation: str):
     )
 
 
-def _parse_body(request: Request) -> dict:
-    try:
-        body = json.loads(request.body)
-    except ValueError:
-        raise errors.invalid_request(
-            "We could not parse the JSON body of your request. Send valid JSON."
-        ) from None
-    if not isinstance(body, dict):
-        raise errors.invalid_request("The request body must be a JSON object.")
-    return body
-
-
 # Bodies up to this size are counted on the event loop (a few microseconds per kilobyte);
 # bigger ones (long documents, base64 images) in a worker thread.
 COUNT_INLINE_BYTES = 64 * 1024
 
 
-async def _count_input(request: Request, operation: str, body: dict, model: str) -> int:
+async def _count_input(
+    request: Request, operation: str, body: dict, model: str, dialects: set[str]
+) -> tuple[int, int]:
+    """(input tokens, audio input tokens), counted the way the dearest channel family that
+    may serve the call bills them."""
     if len(request.body) <= COUNT_INLINE_BYTES:
-        return _count_input_now(operation, body, model)
-    return await asyncio.to_thread(_count_input_now, operation, body, model)
+        return _count_input_now(operation, body, model, dialects)
+    return await asyncio.to_thread(_count_input_now, operation, body, model, dialects)
 
 
-def _count_input_now(operation: str, body: dict, model: str) -> int:
-    if operation == CHAT:
-        return tokens.count_messages(body.get("messages") or [], model, tools=body.get("tools"))
-    if operation == MESSAGES:
-        return tokens.count_messages(
-            body.get("messages") or [], model, system=body.get("system"), tools=body.get("tools")
-        )
+def _count_input_now(operation: str, body: dict, model: str, dialects) -> tuple[int, int]:
+    if operation in (CHAT, MESSAGES):
+        system = body.get("system") if operation == MESSAGES else None
+        tokens_by_family = [
+            tokens.count_messages(
+                body.get("messages") or [],
+                model,
+                system=system,
+                tools=body.get("tools"),
+                media=dialect,
+            )
+            for dialect in sorted(dialects) or ["openai"]
+        ]
+        return max(tokens_by_family), tokens.count_audio_input(body.get("messages") or [])
     if operation == COMPLETIONS:
-        return tokens.count_input(body.get("prompt", ""), model)
-    return tokens.count_input(body.get("input", ""), model)
-
-
-def _max_output(operation: str, body: dict) -> int | None:
-    if operation == EMBEDDINGS:
-        return 0
-    for name in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-        value = body.get(name)
-        if isinstance(value, int) and value >= 0:
-            return value
-    return None
+        return tokens.count_input(body.get("prompt", ""), model), 0
+    return tokens.count_input(body.get("input", ""), model), 0
 
 
 async def _forward(call: Call) -> Response | StreamingResponse:
@@ -348,6 +492,16 @@ async def _forward(call: Call) -> Response | StreamingResponse:
                 ),
                 stream=True,
             )
+        except httpx.PoolTimeout:
+            # Every upstream connection of this process is busy: another channel would wait
+            # for the same pool, and the client should not.
+            logger.warning("upstream connection pool exhausted")
+            raise RelayError(
+                503,
+                "The server is busy. Try again shortly.",
+                code="server_busy",
+                error_type="server_error",
+            ) from None
         except httpx.HTTPError as problem:
             logger.warning("channel %s unreachable: %s", channel.id, type(problem).__name__)
             last_error = RelayError(
@@ -357,23 +511,32 @@ async def _forward(call: Call) -> Response | StreamingResponse:
                 error_type="server_error",
             )
             continue
-        if response.status_code >= 400:
-            last_error = await _upstream_failure(response, channel)
-            if response.status_code in RETRY_STATUSES:
+        handed_on = False
+        try:
+            if response.status_code >= 400:
+                last_error = await _upstream_failure(response, channel)
+                if response.status_code in RETRY_STATUSES:
+                    continue
+                raise last_error
+            if call.stream:
+                started = await _start_stream(call, provider, response)
+                if started is not None:
+                    handed_on = True  # the stream's own ending closes the response now
+                    return started
+                last_error = RelayError(
+                    502,
+                    "The upstream service ended the stream before answering.",
+                    code="upstream_error",
+                    error_type="server_error",
+                )
                 continue
-            raise last_error
-        if call.stream:
-            started = await _start_stream(call, provider, response)
-            if started is not None:
-                return started
-            last_error = RelayError(
-                502,
-                "The upstream service ended the stream before answering.",
-                code="upstream_error",
-                error_type="server_error",
-            )
-            continue
-        return await _finish_plain(call, provider, response)
+            return await _finish_plain(call, provider, response)
+        finally:
+            if not handed_on:
+                # Every other way out (an answer read, a failure, the client's disconnect
+                # cancelling this task) closes the upstream response, which cancels the
+                # upstream call and gives its connection back to the pool.
+                await asyncio.shield(_close_quietly(response))
     raise last_error or RelayError(
         503,
         "No upstream could serve this request.",
@@ -391,31 +554,29 @@ def _upstream_operation(call: Call, provider) -> str:
 
 def _upstream_body(call: Call, provider) -> dict:
     body = call.body
-    if call.client_dialect != provider.dialect:
+    same_format = call.client_dialect == provider.dialect
+    if not same_format:
         if provider.dialect == "anthropic":
             body = conversions.openai_chat_to_anthropic(
                 body, default_max_tokens=settings.RELAY_ANTHROPIC_DEFAULT_MAX_TOKENS
             )
         else:
             body = conversions.anthropic_to_openai_chat(body)
-    return provider.prepare(
-        body, operation=_upstream_operation(call, provider), upstream_model=call.upstream_model
+    operation = _upstream_operation(call, provider)
+    body = metering.set_output_limit(
+        body,
+        operation=operation,
+        dialect=provider.dialect,
+        upstream_model=call.upstream_model,
+        limit=call.output_limit,
+        client_spelling=call.limit_spelling if same_format else None,
     )
+    return provider.prepare(body, operation=operation, upstream_model=call.upstream_model)
 
 
 async def _upstream_failure(response: httpx.Response, channel: ChannelInfo) -> RelayError:
     """The upstream's error, told without its key, URL or internals."""
-    try:
-        raw = await response.aread()
-    finally:
-        await response.aclose()
-    message = ""
-    try:
-        detail = json.loads(raw).get("error")
-        message = detail.get("message", "") if isinstance(detail, dict) else str(detail or "")
-    except (ValueError, AttributeError):
-        pass
-    message = _scrub(message, channel)
+    raw = await response.aread()
     status = response.status_code
     logger.warning("channel %s answered %s", channel.id, status)
     if status in RETRY_STATUSES:
@@ -423,24 +584,41 @@ async def _upstream_failure(response: httpx.Response, channel: ChannelInfo) -> R
             return RelayError(
                 429, "The upstream is rate limited. Try again shortly.", code="rate_limit_exceeded"
             )
-        return RelayError(
-            502,
-            "The upstream service failed. Try again shortly.",
-            code="upstream_error",
-            error_type="server_error",
-        )
+        return _upstream_broke()
+    try:
+        detail = json.loads(raw).get("error")
+        message = detail.get("message", "") if isinstance(detail, dict) else detail
+    except (ValueError, AttributeError, RecursionError):
+        message = ""
+    if not isinstance(message, str):
+        return _upstream_broke()  # an error of a shape no API has: nothing to tell
     return RelayError(
         status if status in (400, 404, 413, 422) else 400,
-        message or "The upstream rejected the request.",
+        _scrub(message, channel) or "The upstream rejected the request.",
         code="upstream_rejected",
         retry=False,
     )
 
 
+def _upstream_broke() -> RelayError:
+    return RelayError(
+        502,
+        "The upstream service failed. Try again shortly.",
+        code="upstream_error",
+        error_type="server_error",
+    )
+
+
+# Anything shaped like an API key ("sk-...", "sk-ant-...", a key masked as "sk-abc***xyz").
+KEY_PATTERN = re.compile(r"\b(?:sk|ak|pk|key)-[A-Za-z0-9_\-*.]{4,}", re.IGNORECASE)
+
+
 def _scrub(text: str, channel: ChannelInfo) -> str:
-    text = URL_PATTERN.sub("[url]", text)
+    """The upstream's message without its key, base URL or any URL, whatever their case."""
+    text = URL_PATTERN.sub("[url]", text[:2000])
     if channel.api_key:
-        text = text.replace(channel.api_key, "[key]")
+        text = re.sub(re.escape(channel.api_key), "[key]", text, flags=re.IGNORECASE)
+    text = KEY_PATTERN.sub("[key]", text)
     # The channel's address also appears without a scheme ("dial tcp 10.0.0.5:8080: ...").
     address = urlsplit(channel.base_url)
     for part in (address.netloc, address.hostname):
@@ -450,53 +628,62 @@ def _scrub(text: str, channel: ChannelInfo) -> str:
 
 
 async def _finish_plain(call: Call, provider, response: httpx.Response) -> Response:
-    try:
-        raw = await response.aread()
-    finally:
-        await response.aclose()
+    raw = await response.aread()
     try:
         answer = json.loads(raw)
-    except ValueError:
+        if not isinstance(answer, dict):
+            raise ValueError("not an object")
+        if call.client_dialect == provider.dialect:
+            content = raw
+        elif provider.dialect == "anthropic":
+            content = json.dumps(conversions.anthropic_response_to_openai(answer, model=call.model))
+        else:
+            content = json.dumps(conversions.openai_response_to_anthropic(answer, model=call.model))
+    except (ValueError, RecursionError, conversions.UpstreamStreamError):
         raise RelayError(
             502,
-            "The upstream sent an answer that is not JSON.",
+            "The upstream sent an answer that could not be read.",
             code="upstream_error",
             error_type="server_error",
         ) from None
-    usage = provider.normalize_usage(answer.get("usage")) or TokenUsage(
-        # An upstream that reports no usage is billed on local counts of both sides.
-        input_tokens=call.input_tokens,
-        output_tokens=tokens.count_text(_answer_text(answer), call.model),
-    )
-    if call.client_dialect == provider.dialect:
-        content = raw
-    elif provider.dialect == "anthropic":
-        content = json.dumps(conversions.anthropic_response_to_openai(answer, model=call.model))
-    else:
-        content = json.dumps(conversions.openai_response_to_anthropic(answer, model=call.model))
-    await call.settle(usage, UsageLog.Status.SUCCESS)
+    problem = None
+    try:
+        reported = provider.normalize_usage(answer.get("usage"))
+    except UsageProblem as bad:
+        reported, problem = None, bad.raw
+    local_output = 0
+    if reported is None:
+        # An upstream that reports no usage (or none to believe) is billed on local counts.
+        local_output = tokens.count_text(_answer_text(answer), call.model)
+    await call.settle(reported, UsageLog.Status.SUCCESS, local_output=local_output, problem=problem)
     return Response(200, content if isinstance(content, bytes) else content.encode())
 
 
 def _answer_text(answer: dict) -> str:
-    """The output text of a non-stream answer, OpenAI or Anthropic shaped."""
+    """The output text of a non-stream answer, OpenAI or Anthropic shaped (never raises)."""
     pieces = []
-    for choice in answer.get("choices") or []:
-        message = choice.get("message") or {}
+    for choice in _dicts(answer.get("choices")):
+        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
         pieces.append(message.get("content") or choice.get("text") or "")
-        for tool_call in message.get("tool_calls") or []:
-            function = tool_call.get("function") or {}
-            pieces.append(f"{function.get('name', '')}{function.get('arguments', '')}")
-    for block in answer.get("content") or []:
+        for tool_call in _dicts(message.get("tool_calls")):
+            function = tool_call.get("function")
+            if isinstance(function, dict):
+                pieces.append(f"{function.get('name', '')}{function.get('arguments', '')}")
+    for block in _dicts(answer.get("content")):
         pieces.append(block.get("text") or json.dumps(block.get("input") or ""))
     return "".join(p for p in pieces if isinstance(p, str))
+
+
+def _dicts(value) -> list:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 async def _start_stream(call: Call, provider, response: httpx.Response):
     """Read up to the first event; then the answer is committed to this channel.
 
     Returns the streaming response, or None when the upstream ended before any event, which
-    leaves the call free to try another channel.
+    leaves the call free to try another channel. The caller closes the upstream response
+    unless a streaming response is returned.
     """
     parser = EventParser()
     chunks = response.aiter_raw()
@@ -505,7 +692,6 @@ async def _start_stream(call: Call, provider, response: httpx.Response):
         while not first:
             first = parser.feed(await anext(chunks))
     except (StopAsyncIteration, httpx.HTTPError):
-        await response.aclose()
         return None
     translator = translator_for(
         client_dialect=call.client_dialect,
@@ -556,7 +742,11 @@ async def _stream(call, response, chunks, parser, first, translator: Translator)
     except (httpx.HTTPError, conversions.UpstreamStreamError) as problem:
         status = UsageLog.Status.UPSTREAM_ERROR
         logger.warning("stream from channel %s broke: %s", call.channel.id, type(problem).__name__)
-        yield _stream_error(call, problem)
+        yield _stream_error(call)
+    except Exception:  # a malformed event no translator foresaw: end the stream cleanly
+        status = UsageLog.Status.UPSTREAM_ERROR
+        logger.exception("stream from channel %s could not be translated", call.channel.id)
+        yield _stream_error(call)
     finally:
         if status == UsageLog.Status.CLIENT_GONE and translator.completed:
             # The client left after the upstream's last event had been handed on (the SDKs
@@ -564,16 +754,27 @@ async def _stream(call, response, chunks, parser, first, translator: Translator)
             # the whole answer, which the upstream's usage counts exactly.
             status = UsageLog.Status.SUCCESS
         reported = translator.usage
-        if status == UsageLog.Status.SUCCESS and reported and reported.output_tokens:
-            usage = reported
-        else:
-            usage = _usage_of_what_was_sent(call, translator.usage, sent_text)
+        problem = getattr(translator, "usage_problem", None)
+        output = tokens.count_text("".join(sent_text), call.model)
+        if not (status == UsageLog.Status.SUCCESS and reported and reported.output_tokens):
+            # The upstream's count is missing or covers more than the client got: bill the
+            # output that was sent, and the upstream's input count when it gave one.
+            if reported is not None and not _input_reported(reported):
+                reported = None
+            elif reported is not None:
+                reported = replace(
+                    reported, output_tokens=output, reasoning_tokens=0, audio_output_tokens=0
+                )
         try:
             # Closing the upstream response cancels the upstream call if it is still running.
             await asyncio.shield(_close_quietly(response))
         finally:
             # Reached even when the client's disconnect cancels this task during the close.
-            await call.settle(usage, status)
+            await call.settle(reported, status, local_output=output, problem=problem)
+
+
+def _input_reported(usage: TokenUsage) -> bool:
+    return bool(usage.input_tokens or usage.cached_input_tokens or usage.cache_write_tokens)
 
 
 async def _close_quietly(response: httpx.Response) -> None:
@@ -583,20 +784,7 @@ async def _close_quietly(response: httpx.Response) -> None:
         pass
 
 
-def _usage_of_what_was_sent(call: Call, reported: TokenUsage | None, sent_text) -> TokenUsage:
-    """Usage when the upstream's own count is missing or covers more than the client got."""
-    output = tokens.count_text("".join(sent_text), call.model)
-    if reported is not None and (reported.input_tokens or reported.cached_input_tokens):
-        return TokenUsage(
-            input_tokens=reported.input_tokens,
-            cached_input_tokens=reported.cached_input_tokens,
-            cache_write_tokens=reported.cache_write_tokens,
-            output_tokens=output,
-        )
-    return TokenUsage(input_tokens=call.input_tokens, output_tokens=output)
-
-
-def _stream_error(call: Call, problem: Exception) -> bytes:
+def _stream_error(call: Call) -> bytes:
     message = "The upstream stream broke off. The answer is incomplete."
     if call.client_dialect == "anthropic":
         return anthropic_sse(

@@ -1,5 +1,6 @@
 """The money rules, service by service: holds, settlement, release, pricing, reconcile."""
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -10,7 +11,7 @@ from accounts.models import ApiKey, User
 from accounts.services import create_api_key
 from billing import services
 from billing.models import Hold, LedgerEntry, ModelPrice, UsageLog
-from billing.pricing import Price, TokenUsage, price_for
+from billing.pricing import Demand, Price, TokenUsage, price_for
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +23,7 @@ def gpt4o() -> Price:
 
 
 def test_one_ratio_is_one_quota_per_token_and_rounds_up_once():
-    price = Price("m", Decimal("1"), Decimal("1"), Decimal("1"), Decimal("1"), None, False, None)
+    price = Price("m", Decimal("1"), Decimal("1"), Decimal("1"), Decimal("1"), None, False, 100)
     assert price.charge(TokenUsage(input_tokens=1000), Decimal(1)) == 1000  # $0.002 per 1K
     cheap = Price(
         "m", Decimal("0.075"), Decimal("4"), Decimal("0.5"), Decimal("1.25"), None, False, None
@@ -36,20 +37,45 @@ def test_one_ratio_is_one_quota_per_token_and_rounds_up_once():
 
 
 def test_a_per_call_price_replaces_tokens_and_a_free_model_costs_nothing():
-    fixed = Price("m", Decimal("9"), Decimal("9"), Decimal(1), Decimal(1), 5000, False, None)
+    fixed = Price("m", Decimal("9"), Decimal("9"), Decimal(1), Decimal(1), 5000, False, 100)
     assert fixed.charge(TokenUsage(input_tokens=10**6), Decimal("0.8")) == 4000
-    free = Price("m", Decimal("9"), Decimal("9"), Decimal(1), Decimal(1), None, True, None)
+    free = Price("m", Decimal("9"), Decimal("9"), Decimal(1), Decimal(1), None, True, 100)
     assert free.charge(TokenUsage(input_tokens=10**6), Decimal(1)) == 0
 
 
-def test_the_estimate_uses_max_tokens_or_the_models_output_estimate(settings):
-    settings.RELAY_DEFAULT_OUTPUT_ESTIMATE = 1000
+def test_the_hold_covers_every_choice_and_the_models_largest_output(settings):
+    settings.RELAY_DEFAULT_MAX_OUTPUT_TOKENS = 1000
     price = gpt4o()  # ratio 1.25, completion 4
-    assert price.estimate(input_tokens=100, max_output=10, group_ratio=Decimal(1)) == 175
-    assert price.estimate(input_tokens=100, max_output=None, group_ratio=Decimal(1)) == 5125
-    ModelPrice.objects.filter(model="gpt-4o").update(output_estimate=20)
-    price = Price.from_row(ModelPrice.objects.get(model="gpt-4o"))
-    assert price.estimate(input_tokens=100, max_output=None, group_ratio=Decimal(1)) == 225
+    one = Demand(input_tokens=100, output_tokens=10)
+    assert price.most(one, Decimal(1)) == 175  # 1.25 × (100 + 10×4)
+    # n = 50: fifty outputs of 10 tokens each.
+    assert price.most(Demand(input_tokens=100, output_tokens=10, choices=50), Decimal(1)) == 2625
+    assert price.max_output_tokens == 16384  # shipped with the default table
+    row = ModelPrice.objects.get(model="gpt-4o")
+    row.max_output_tokens = None
+    row.save()  # and, without one, the setting's
+    assert gpt4o().max_output_tokens == 1000
+
+
+def test_dearer_input_and_paid_options_raise_the_hold():
+    claude = Price.from_row(ModelPrice.objects.get(model="claude-sonnet-4-5"))  # 1.5, out 5
+    plain = Demand(input_tokens=1000, output_tokens=0)
+    assert claude.most(plain, Decimal(1)) == 1500
+    # Input that may be written to the 1-hour cache is held at 2×, the 5-minute one at 1.25×.
+    assert claude.most(replace(plain, cache_writes="5m"), Decimal(1)) == 1875
+    assert claude.most(replace(plain, cache_writes="1h"), Decimal(1)) == 3000
+    searching = replace(claude, web_search_quota=5000)
+    assert searching.most(replace(plain, web_searches=3), Decimal(1)) == 1500 + 15000
+
+
+def test_the_output_a_short_balance_covers_is_the_largest_that_fits():
+    price = gpt4o()  # 1.25 × (input + 4 × output)
+    demand = Demand(input_tokens=100, output_tokens=16384, choices=2)
+    for amount in (200, 1000, 12345, 99999):
+        limit = price.output_covered(amount, demand, Decimal(1))
+        assert price.most(replace(demand, output_tokens=limit), Decimal(1)) <= amount
+        assert price.most(replace(demand, output_tokens=limit + 1), Decimal(1)) > amount
+    assert price.output_covered(10**9, demand, Decimal(1)) == 16384
 
 
 def test_the_shipped_table_prices_known_models_at_list_price():

@@ -9,7 +9,6 @@ import json
 import math
 
 import pytest
-from django.conf import settings
 
 from billing.models import Hold, ModelPrice, UsageLog
 from tests.conftest import UPSTREAM_KEY, settled_usage
@@ -77,10 +76,10 @@ def test_a_chat_completion_is_answered_by_an_anthropic_channel(
     assert sent["headers"]["x-api-key"] == UPSTREAM_KEY
     assert sent["headers"]["anthropic-version"] == "2023-06-01"
     # The system message became Anthropic's top-level system; max_tokens, required there,
-    # was filled in because the client sent none.
+    # is the model's largest output (what the hold covered) because the client sent none.
     assert sent["json"]["system"] == "You are terse."
     assert sent["json"]["messages"] == [{"role": "user", "content": [HELLO_BLOCK]}]
-    assert sent["json"]["max_tokens"] == settings.RELAY_ANTHROPIC_DEFAULT_MAX_TOKENS
+    assert sent["json"]["max_tokens"] == ModelPrice.objects.get(model=CLAUDE).max_output_tokens
     log = UsageLog.objects.get()
     assert (log.endpoint, log.model, log.input_tokens, log.output_tokens) == ("chat", CLAUDE, 11, 3)
     assert log.quota == cost(CLAUDE, input=11, output=3)

@@ -29,7 +29,8 @@ HELLO = [{"role": "user", "content": "Say hello"}]
 APIS = {
     "openai": (
         "/v1/chat/completions",
-        {"model": "gpt-4o", "messages": HELLO},
+        # A named output limit: a call without one is held at what the balance covers.
+        {"model": "gpt-4o", "max_tokens": 100, "messages": HELLO},
         lambda key: {"Authorization": f"Bearer {key}"},
     ),
     "anthropic": (
@@ -387,7 +388,7 @@ def test_the_openai_sdk_sees_insufficient_quota_and_does_not_retry(
     )
 
     with pytest.raises(openai.RateLimitError) as refused:
-        client.chat.completions.create(model="gpt-4o", messages=HELLO)
+        client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=100)
 
     assert (refused.value.type, refused.value.code) == ("insufficient_quota", "insufficient_quota")
     assert len(sent) == 1  # the SDK retries a 429 unless told x-should-retry: false

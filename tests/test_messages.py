@@ -361,7 +361,7 @@ class RecordingCall:
     def __init__(self):
         self.settled = []
 
-    async def settle(self, usage, status):
+    async def settle(self, usage, status, *, local_output=0, problem=None):
         self.settled.append((usage, status))
 
 

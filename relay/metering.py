@@ -1,0 +1,277 @@
+"""What a call may use, decided once at admission, and what it is billed for at the end.
+
+A call never costs more than its hold (beyond the gap between the local and the upstream
+count of its input). Three things make that true, all here:
+
+- ``output_limit``: the output a call may produce is decided once, from every spelling its
+  format has (the smallest wins), capped by the model's largest output, and exactly that
+  number is sent upstream in the upstream's spelling (``set_output_limit``), after any
+  format conversion.
+- ``choices`` and ``paid_options``: everything that multiplies the output (``n``, ``best_of``)
+  or costs extra (service tiers, web search, cache writes, audio) is counted into the hold or
+  refused with a 400 naming it; nothing dear passes through unpriced.
+- ``billable_usage``: the upstream's reported usage is believed only when it is plausible
+  for this call (within its limits and near the local input count); otherwise local counts
+  are billed and the usage row is flagged with the raw figures.
+
+No I/O here, and no Django beyond reading settings.
+"""
+
+from dataclasses import dataclass, replace
+
+from django.conf import settings
+
+from billing.models import UsageLog
+from billing.pricing import Price, TokenUsage
+from relay.errors import RelayError, invalid_request
+from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES
+
+# Every spelling of the output limit in each client format.
+OUTPUT_LIMIT_FIELDS = {
+    CHAT: ("max_completion_tokens", "max_tokens"),
+    COMPLETIONS: ("max_tokens",),
+    MESSAGES: ("max_tokens",),
+    EMBEDDINGS: (),
+}
+# OpenAI models that take only `max_completion_tokens` (they refuse `max_tokens`).
+COMPLETION_TOKENS_ONLY = ("o1", "o3", "o4", "gpt-5")
+# Reported input this far above the local count (×, plus tokens of overhead such as tool
+# definitions the provider adds) is not believed.
+INPUT_TRUST_FACTOR = 4
+INPUT_TRUST_MARGIN = 2048
+# Reported output beyond this multiple of the call's own limit is not believed; between the
+# limit and this, it is clamped to the limit.
+OUTPUT_TRUST_FACTOR = 4
+
+
+def output_limit(operation: str, body: dict) -> int | None:
+    """The output limit the client asked for: the smallest of its format's spellings."""
+    named = [
+        body[name] for name in OUTPUT_LIMIT_FIELDS[operation] if isinstance(body.get(name), int)
+    ]
+    return min(named) if named else None
+
+
+def client_limit_spelling(operation: str, body: dict) -> str | None:
+    """The spelling the client used for its limit (kept when the upstream speaks its format)."""
+    for name in OUTPUT_LIMIT_FIELDS[operation]:
+        if name in body:
+            return name
+    return None
+
+
+def choices(operation: str, body: dict) -> int:
+    """How many outputs the request asks for: each one is billed."""
+    if operation == CHAT:
+        return _positive(body.get("n"))
+    if operation == COMPLETIONS:
+        # best_of generates that many completions upstream (and bills them) to return n.
+        return max(_positive(body.get("n")), _positive(body.get("best_of")))
+    return 1
+
+
+def _positive(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
+@dataclass(frozen=True)
+class PaidOptions:
+    """The paid upstream options a request uses, each priced or refused at admission."""
+
+    service_tier: str = ""
+    tier_ratio: object = 1  # Decimal; multiplies the whole charge
+    web_searches: int = 0  # the most searches the call may run
+    searches_per_call: bool = False  # OpenAI's web_search_options: one search per call
+    audio_output: bool = False
+    cache_writes: str = ""  # "", "5m" or "1h"
+
+
+def paid_options(
+    operation: str, body: dict, raw_body: bytes, headers: dict, price: Price, *, anthropic: bool
+) -> PaidOptions:
+    """The paid options of a request, or a 400 naming the one this site does not sell.
+
+    ``anthropic``: a channel of Anthropic's family may serve the call (its cache writes and
+    betas then matter). Server-side web search tools without ``max_uses`` get
+    RELAY_WEB_SEARCH_MAX_USES set in ``body`` (the hold covers that many searches).
+    """
+    tier = body.get("service_tier")
+    tier_ratio = 1
+    if tier is not None:
+        ratios = settings.RELAY_SERVICE_TIER_RATIOS
+        if tier not in ratios:
+            raise invalid_request(
+                f"service_tier '{str(tier)[:32]}' is not offered on this site "
+                f"(offered: {', '.join(sorted(ratios))}).",
+                param="service_tier",
+            )
+        tier_ratio = ratios[tier]
+
+    web_searches, per_call = 0, False
+    if operation == CHAT and body.get("web_search_options") is not None:
+        _require(price.web_search_quota is not None, "web_search_options", "Web search")
+        web_searches, per_call = 1, True
+    for index, tool in enumerate(body.get("tools") or ()):
+        kind = str(tool.get("type") or "") if isinstance(tool, dict) else ""
+        if kind.startswith("web_search"):
+            _require(price.web_search_quota is not None, f"tools[{index}]", "Web search")
+            if not isinstance(tool.get("max_uses"), int) or tool["max_uses"] < 1:
+                tool["max_uses"] = settings.RELAY_WEB_SEARCH_MAX_USES
+            web_searches += tool["max_uses"]
+        elif kind.startswith("code_execution"):
+            raise invalid_request(
+                f"tools[{index}]: the server-side code execution tool is not offered on this site.",
+                param=f"tools[{index}]",
+            )
+
+    audio_output = operation == CHAT and (
+        "audio" in (body.get("modalities") or ()) or body.get("audio") is not None
+    )
+    if audio_output:
+        _require(price.audio_output_ratio is not None, "modalities", "Audio output")
+
+    cache_writes = ""
+    if anthropic and b'"cache_control"' in raw_body:
+        cache_writes = "1h" if b'"1h"' in raw_body else "5m"
+    if anthropic:
+        for beta in _betas(headers.get("anthropic-beta", "")):
+            if beta not in settings.RELAY_ANTHROPIC_BETAS:
+                raise invalid_request(
+                    f"anthropic-beta '{beta[:64]}' is not offered on this site.",
+                    param="anthropic-beta",
+                )
+    return PaidOptions(
+        service_tier=tier or "",
+        tier_ratio=tier_ratio,
+        web_searches=web_searches,
+        searches_per_call=per_call,
+        audio_output=audio_output,
+        cache_writes=cache_writes,
+    )
+
+
+def _betas(header: str) -> list[str]:
+    return [beta.strip() for beta in header.split(",") if beta.strip()]
+
+
+def _require(priced: bool, param: str, what: str) -> None:
+    if not priced:
+        raise invalid_request(
+            f"{param}: {what} is not priced for this model on this site.", param=param
+        )
+
+
+def refuse_audio_input(price: Price, audio_tokens: int) -> None:
+    """Audio input is billed at its own price, or refused."""
+    if audio_tokens and price.audio_input_ratio is None:
+        raise invalid_request(
+            "messages: audio input is not priced for this model on this site.", param="messages"
+        )
+
+
+def set_output_limit(
+    body: dict,
+    *,
+    operation: str,
+    dialect: str,
+    upstream_model: str,
+    limit: int | None,
+    client_spelling: str | None,
+) -> dict:
+    """The upstream body with exactly ``limit`` as its only output limit, in the upstream's
+    spelling (``operation`` is the upstream's). ``limit`` None leaves the body as it is."""
+    if limit is None or operation == EMBEDDINGS:
+        return body
+    body = dict(body)
+    if dialect == "anthropic":
+        body["max_tokens"] = limit
+        return body
+    if operation == COMPLETIONS:
+        body["max_tokens"] = limit
+        return body
+    body.pop("max_tokens", None)
+    body.pop("max_completion_tokens", None)
+    if client_spelling in ("max_tokens", "max_completion_tokens"):
+        spelling = client_spelling
+    elif upstream_model.startswith(COMPLETION_TOKENS_ONLY):
+        spelling = "max_completion_tokens"
+    else:
+        # What every OpenAI-compatible upstream understands.
+        spelling = "max_tokens"
+    body[spelling] = limit
+    return body
+
+
+def _input_total(usage: TokenUsage) -> int:
+    return (
+        usage.input_tokens
+        + usage.cached_input_tokens
+        + usage.cache_write_tokens
+        + usage.cache_write_1h_tokens
+        + usage.audio_input_tokens
+    )
+
+
+def billable_usage(
+    reported: TokenUsage | None,
+    *,
+    local: TokenUsage,
+    output_cap: int,
+    web_search_cap: int,
+    problem: dict | None = None,
+) -> tuple[TokenUsage, str, dict | None]:
+    """The usage to bill, its flag and the raw figures kept when they were not billed.
+
+    ``local`` is the call's own count (input counted at admission, output counted from what
+    was sent); ``output_cap`` the most output the call could produce (limit × choices);
+    ``problem`` the raw figures of a usage the provider adapter could not read.
+    """
+    flag = UsageLog.UsageFlag
+    if problem is not None:
+        return local, flag.REJECTED, problem
+    if reported is None:
+        return local, flag.TRUSTED, None
+    raw = _figures(reported)
+    output = reported.output_tokens + reported.audio_output_tokens
+    local_input = _input_total(local)
+    if (
+        _input_total(reported) > local_input * INPUT_TRUST_FACTOR + INPUT_TRUST_MARGIN
+        or output > output_cap * OUTPUT_TRUST_FACTOR
+    ):
+        return local, flag.REJECTED, raw
+    usage, clamped = reported, False
+    if output > output_cap:
+        text = min(reported.output_tokens, output_cap)
+        usage = replace(
+            usage,
+            output_tokens=text,
+            audio_output_tokens=min(reported.audio_output_tokens, output_cap - text),
+        )
+        clamped = True
+    if usage.reasoning_tokens > usage.output_tokens:
+        usage, clamped = replace(usage, reasoning_tokens=usage.output_tokens), True
+    if usage.web_search_calls > web_search_cap:
+        usage, clamped = replace(usage, web_search_calls=web_search_cap), True
+    if clamped:
+        return usage, flag.CLAMPED, raw
+    return usage, flag.TRUSTED, None
+
+
+def _figures(usage: TokenUsage) -> dict:
+    return {name: value for name, value in vars(usage).items() if value}
+
+
+def too_many_in_flight(scope: str) -> RelayError:
+    if scope == "key":
+        return RelayError(
+            429,
+            "Too many calls in flight for this API key. Wait for one to finish.",
+            code="rate_limit_exceeded",
+            error_type="rate_limit_error",
+        )
+    return RelayError(
+        503,
+        "The server is busy. Try again shortly.",
+        code="server_busy",
+        error_type="server_error",
+    )
