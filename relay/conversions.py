@@ -7,11 +7,17 @@ serialization, model-name mapping and billing.
 
 A request the other side cannot express (an audio part, a server-side tool, ...) raises
 `ConversionError`, which the relay answers with a 400 rather than silently changing the meaning
-of the call. An `error` event in an Anthropic stream raises `UpstreamStreamError`.
+of the call.
+
+Answers are the upstream's, so nothing in them is trusted: an answer of the wrong shape raises
+`MalformedUpstream`, and a stream event of the wrong shape, or an error where the answer
+should be, raises its subclass `UpstreamStreamError`. No other exception leaves the converters
+of answers, so a broken upstream ends the client's stream cleanly instead of mid-chunk.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -46,19 +52,98 @@ DATA_URL = re.compile(r"^data:(?P<media_type>[^;,]+)[^,]*;base64,(?P<data>.*)$",
 # Anthropic only accepts tool_use ids made of these characters; some OpenAI-compatible
 # upstreams mint ids such as "functions.get_weather:0".
 TOOL_ID_FORBIDDEN = re.compile(r"[^a-zA-Z0-9_-]")
+# An upstream's error type or event name is only repeated (in logs, to the client) if it looks
+# like one: anything else could carry whatever the upstream put there.
+PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+MALFORMED_ANSWER = "The upstream sent a malformed answer."
+MALFORMED_EVENT = "The upstream sent a malformed event."
+ERROR_EVENT = "The upstream ended the stream with an error."
+
+# What reading a field of the wrong type raises; such an answer is the upstream's fault.
+READ_ERRORS = (
+    TypeError,
+    AttributeError,
+    KeyError,
+    ValueError,
+    IndexError,
+    ArithmeticError,
+    RecursionError,
+)
 
 
 class ConversionError(ValueError):
     """The request uses a feature the target format cannot express."""
 
 
-class UpstreamStreamError(Exception):
-    """An Anthropic stream ended with an `error` event."""
+class MalformedUpstream(ValueError):
+    """The upstream's answer cannot be relayed: it is malformed, or is an error. (A
+    ValueError, like ConversionError on the request side and json's own decoding errors.)
 
-    def __init__(self, message: str, *, error_type: str = "api_error") -> None:
+    ``message`` is a fixed sentence, safe to show a client: the upstream's own words may hold
+    anything (a key, an internal address), so they are never carried. ``detail`` says what was
+    wrong for the logs, in the relay's words; ``error_type`` is the upstream's error type when
+    it sent a plausible one.
+    """
+
+    default_message = MALFORMED_ANSWER
+
+    def __init__(
+        self, message: str | None = None, *, error_type: str = "api_error", detail: str = ""
+    ) -> None:
+        message = message or self.default_message
         super().__init__(message)
         self.message = message
         self.error_type = error_type
+        self.detail = detail
+
+
+class UpstreamStreamError(MalformedUpstream):
+    """A stream ended with an error, or sent an event that cannot be relayed."""
+
+    default_message = MALFORMED_EVENT
+
+
+def plain_name(value: object, default: str) -> str:
+    """``value`` if it is a short identifier-like string, else ``default``."""
+    if isinstance(value, str) and PLAIN_NAME.fullmatch(value):
+        return value
+    return default
+
+
+def _stream_ended_with_error(error: object) -> UpstreamStreamError:
+    """The exception for an upstream event that carries ``error`` (an object or anything)."""
+    if isinstance(error, dict):
+        error_type = plain_name(error.get("type"), "api_error")
+        detail = f"error event of type {error_type}"
+    else:
+        error_type = "api_error"
+        detail = f"error event whose error is {type(error).__name__}"
+    return UpstreamStreamError(ERROR_EVENT, error_type=error_type, detail=detail)
+
+
+def _malformed(detail: str) -> UpstreamStreamError:
+    return UpstreamStreamError(MALFORMED_EVENT, detail=detail)
+
+
+def _reads_upstream(error_class: type[MalformedUpstream]):
+    """Turn a wrong type met while reading the upstream's answer into ``error_class``."""
+
+    def decorate(function):
+        @functools.wraps(function)
+        def guarded(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except MalformedUpstream:
+                raise
+            except READ_ERRORS as problem:
+                # Not chained: the original message may quote the upstream's values.
+                detail = f"{type(problem).__name__} in {function.__qualname__}"
+                raise error_class(detail=detail) from None
+
+        return guarded
+
+    return decorate
 
 
 def map_anthropic_stop_reason(reason: str | None) -> str:
@@ -447,16 +532,29 @@ def _anthropic_tool_choice_to_openai(tool_choice: dict) -> str | dict:
 # --- Responses --------------------------------------------------------------------------------
 
 
-def openai_usage_from_anthropic(usage: dict) -> dict:
+def _figure(usage: dict, field: str) -> int:
+    """A token count shown to the client: a figure that is not a count shows as 0.
+
+    (Billing reads the upstream's usage itself, and flags figures like these.)
+    """
+    value = usage.get(field)
+    # type(), not isinstance(): True is an int to Python, not a count.
+    if type(value) is float and value.is_integer():
+        value = int(value)
+    return value if type(value) is int and value >= 0 else 0
+
+
+def openai_usage_from_anthropic(usage: dict | None) -> dict:
     """Return OpenAI-style usage for Anthropic usage.
 
     Anthropic counts cache reads and writes apart from input_tokens, while OpenAI's
     prompt_tokens include cached tokens, so the three are added up.
     """
-    cache_read = usage.get("cache_read_input_tokens") or 0
-    prompt = (usage.get("input_tokens") or 0) + cache_read
-    prompt += usage.get("cache_creation_input_tokens") or 0
-    completion = usage.get("output_tokens") or 0
+    usage = usage if isinstance(usage, dict) else {}
+    cache_read = _figure(usage, "cache_read_input_tokens")
+    prompt = _figure(usage, "input_tokens") + cache_read
+    prompt += _figure(usage, "cache_creation_input_tokens")
+    completion = _figure(usage, "output_tokens")
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -467,28 +565,35 @@ def openai_usage_from_anthropic(usage: dict) -> dict:
 
 def anthropic_usage_from_openai(usage: dict | None) -> dict:
     """Return Anthropic-style usage for OpenAI usage (cached tokens moved out of input)."""
-    usage = usage or {}
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    usage = usage if isinstance(usage, dict) else {}
+    details = usage.get("prompt_tokens_details")
+    cached = _figure(details, "cached_tokens") if isinstance(details, dict) else 0
     return {
-        "input_tokens": (usage.get("prompt_tokens") or 0) - cached,
-        "output_tokens": usage.get("completion_tokens") or 0,
+        "input_tokens": max(_figure(usage, "prompt_tokens") - cached, 0),
+        "output_tokens": _figure(usage, "completion_tokens"),
         "cache_read_input_tokens": cached,
         "cache_creation_input_tokens": 0,
     }
 
 
+@_reads_upstream(MalformedUpstream)
 def anthropic_response_to_openai(resp: dict, *, model: str) -> dict:
-    """Convert a Messages response into a `chat.completion` for the model the client named."""
+    """Convert a Messages response into a `chat.completion` for the model the client named.
+
+    Raises `MalformedUpstream` for an answer of the wrong shape.
+    """
     texts: list[str] = []
     reasoning: list[str] = []
     tool_calls: list[dict] = []
-    for block in resp.get("content", []):
+    for block in resp.get("content") or []:
         kind = block.get("type")
         if kind == "text":
             texts.append(block.get("text", ""))
         elif kind == "thinking":
             reasoning.append(block.get("thinking", ""))
         elif kind == "tool_use":
+            if not isinstance(block["id"], str) or not isinstance(block["name"], str):
+                raise MalformedUpstream(detail="tool_use without a string id and name")
             tool_calls.append(
                 {
                     "id": block["id"],
@@ -503,7 +608,7 @@ def anthropic_response_to_openai(resp: dict, *, model: str) -> dict:
     if tool_calls:
         message["tool_calls"] = tool_calls
     return {
-        "id": f"chatcmpl-{resp.get('id', uuid.uuid4().hex)}",
+        "id": f"chatcmpl-{_upstream_id(resp.get('id')) or uuid.uuid4().hex}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
@@ -515,25 +620,35 @@ def anthropic_response_to_openai(resp: dict, *, model: str) -> dict:
                 "finish_reason": map_anthropic_stop_reason(resp.get("stop_reason")),
             }
         ],
-        "usage": openai_usage_from_anthropic(resp.get("usage") or {}),
+        "usage": openai_usage_from_anthropic(resp.get("usage")),
     }
 
 
+@_reads_upstream(MalformedUpstream)
 def openai_response_to_anthropic(resp: dict, *, model: str) -> dict:
-    """Convert a `chat.completion` into a Messages response for the model the client named."""
+    """Convert a `chat.completion` into a Messages response for the model the client named.
+
+    Raises `MalformedUpstream` for an answer of the wrong shape.
+    """
     choices = resp.get("choices") or [{}]
     choice = choices[0]
     message = choice.get("message") or {}
     content: list[dict] = []
-    if message.get("content"):
-        content.append({"type": "text", "text": message["content"]})
+    text = message.get("content")
+    if text is not None and not isinstance(text, str):
+        raise MalformedUpstream(detail="message content is not a string")
+    if text:
+        content.append({"type": "text", "text": text})
     for call in message.get("tool_calls") or []:
-        function = call.get("function", {})
+        function = call.get("function") or {}
+        name = function.get("name", "")
+        if not isinstance(name, str):
+            raise MalformedUpstream(detail="tool call name is not a string")
         content.append(
             {
                 "type": "tool_use",
-                "id": call.get("id") or _new_tool_id(),
-                "name": function.get("name", ""),
+                "id": _upstream_id(call.get("id")) or _new_tool_id(),
+                "name": name,
                 "input": _parse_arguments(function.get("arguments")),
             }
         )
@@ -550,9 +665,15 @@ def openai_response_to_anthropic(resp: dict, *, model: str) -> dict:
     }
 
 
-def _message_id(openai_id: str | None) -> str:
+def _upstream_id(value: object) -> str | None:
+    """An id the upstream gave, if it is a non-empty string (another one is replaced)."""
+    return value if isinstance(value, str) and value else None
+
+
+def _message_id(openai_id: object) -> str:
     """Derive an Anthropic-looking message id from an OpenAI completion id."""
-    if not openai_id:
+    openai_id = _upstream_id(openai_id)
+    if openai_id is None:
         return f"msg_{uuid.uuid4().hex}"
     return f"msg_{openai_id.removeprefix('chatcmpl-')}"
 
@@ -577,6 +698,83 @@ def _stop_reason(finish_reason: str | None, *, has_tool_use: bool) -> str:
 # --- Streams ----------------------------------------------------------------------------------
 
 
+def check_openai_chunk(chunk: dict) -> None:
+    """Raise `UpstreamStreamError` for an OpenAI chunk that carries an error, or whose shape a
+    client relies on is wrong: `choices` a list of objects, each `delta` an object, `usage` an
+    object or null.
+
+    Cheap on purpose: it runs on every chunk of every OpenAI stream, passthrough included.
+    """
+    if "error" in chunk:
+        raise _stream_ended_with_error(chunk["error"])
+    choices = chunk.get("choices")
+    if choices is not None:
+        if not isinstance(choices, list):
+            raise _malformed("choices is not a list")
+        for choice in choices:
+            if not isinstance(choice, dict):
+                raise _malformed("a choice is not an object")
+            delta = choice.get("delta")
+            if delta is not None and not isinstance(delta, dict):
+                raise _malformed("delta is not an object")
+    usage = chunk.get("usage")
+    if usage is not None and not isinstance(usage, dict):
+        raise _malformed("usage is not an object")
+
+
+def check_anthropic_event(kind: str, data: dict) -> None:
+    """Raise `UpstreamStreamError` for an Anthropic event that is an error or carries one, or
+    whose fields a client reads have the wrong type. Unknown events pass (future ones)."""
+    if kind == "error" or "error" in data:
+        raise _stream_ended_with_error(data.get("error"))
+    if kind == "message_start":
+        message = data.get("message")
+        if not isinstance(message, dict):
+            raise _malformed("message_start without a message object")
+        _check_anthropic_usage(message.get("usage"))
+    elif kind in ("content_block_start", "content_block_delta", "content_block_stop"):
+        index = data.get("index")
+        if type(index) is not int or index < 0:  # a bool is no index either
+            raise _malformed(f"{kind} without a block index")
+        if kind == "content_block_start":
+            _check_anthropic_block(data.get("content_block"))
+        elif kind == "content_block_delta":
+            delta = data.get("delta")
+            if not isinstance(delta, dict):
+                raise _malformed("content_block_delta without a delta object")
+            for field in ("text", "thinking", "partial_json"):
+                if field in delta and not isinstance(delta[field], str):
+                    raise _malformed(f"delta {field} is not a string")
+    elif kind == "message_delta":
+        delta = data.get("delta")
+        if delta is not None:
+            if not isinstance(delta, dict):
+                raise _malformed("message_delta's delta is not an object")
+            stop_reason = delta.get("stop_reason")
+            if stop_reason is not None and not isinstance(stop_reason, str):
+                raise _malformed("stop_reason is not a string")
+        _check_anthropic_usage(data.get("usage"))
+
+
+def _check_anthropic_block(block: object) -> None:
+    if not isinstance(block, dict):
+        raise _malformed("content_block is not an object")
+    if block.get("type") == "tool_use" and not (
+        isinstance(block.get("id"), str) and isinstance(block.get("name"), str)
+    ):
+        raise _malformed("tool_use block without a string id and name")
+
+
+def _check_anthropic_usage(usage: object) -> None:
+    if usage is not None and not isinstance(usage, dict):
+        raise _malformed("usage is not an object")
+
+
+# Parts of Anthropic's usage kept beside the four counts, for billing: the cache writes'
+# 5-minute / 1-hour split and the server tools' call counts.
+USAGE_BREAKDOWNS = ("cache_creation", "server_tool_use")
+
+
 class AnthropicToOpenAIStream:
     """Turns Anthropic stream events into OpenAI `chat.completion.chunk` dicts.
 
@@ -588,7 +786,7 @@ class AnthropicToOpenAIStream:
         self.include_usage = include_usage
         self.completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
-        self._usage = {
+        self._usage: dict[str, Any] = {
             "input_tokens": 0,
             "output_tokens": 0,
             "cache_read_input_tokens": 0,
@@ -602,16 +800,22 @@ class AnthropicToOpenAIStream:
         """Anthropic-style usage accumulated so far."""
         return dict(self._usage)
 
+    @_reads_upstream(UpstreamStreamError)
     def feed(self, event: str, data: dict) -> list[dict]:
-        """Convert one Anthropic event into zero or more chunks."""
+        """Convert one Anthropic event into zero or more chunks.
+
+        Raises `UpstreamStreamError` for an error event or a malformed one.
+        """
+        check_anthropic_event(event, data)
         if event == "message_start":
-            message = data.get("message", {})
-            if message.get("id"):
-                self.completion_id = f"chatcmpl-{message['id']}"
+            message = data["message"]
+            message_id = _upstream_id(message.get("id"))
+            if message_id:
+                self.completion_id = f"chatcmpl-{message_id}"
             self._record_usage(message.get("usage"))
             return [self._chunk({"role": "assistant", "content": ""})]
         if event == "content_block_start":
-            block = data.get("content_block", {})
+            block = data["content_block"]
             if block.get("type") != "tool_use":
                 return []
             tool_index = len(self._tool_index_by_block)
@@ -624,20 +828,15 @@ class AnthropicToOpenAIStream:
             }
             return [self._chunk({"tool_calls": [call]})]
         if event == "content_block_delta":
-            return self._delta_chunks(data.get("index"), data.get("delta", {}))
+            return self._delta_chunks(data["index"], data["delta"])
         if event == "message_delta":
             self._record_usage(data.get("usage"))
-            stop_reason = data.get("delta", {}).get("stop_reason")
+            stop_reason = (data.get("delta") or {}).get("stop_reason")
             return [self._chunk({}, finish_reason=map_anthropic_stop_reason(stop_reason))]
-        if event == "error":
-            error = data.get("error", {})
-            raise UpstreamStreamError(
-                error.get("message", "Upstream stream error"),
-                error_type=error.get("type", "api_error"),
-            )
         # ping, content_block_stop, message_stop and unknown future events carry nothing.
         return []
 
+    @_reads_upstream(UpstreamStreamError)
     def finish(self) -> list[dict]:
         """Return the closing usage chunk when the client asked for one."""
         if not self.include_usage:
@@ -667,8 +866,10 @@ class AnthropicToOpenAIStream:
 
     def _record_usage(self, usage: dict | None) -> None:
         # Counts on message_delta are cumulative totals; absent or null ones keep earlier values.
+        # Figures are kept as sent: judging them is billing's business (the client's usage
+        # chunk shows a figure that is not a count as 0).
         for key, value in (usage or {}).items():
-            if key in self._usage and value is not None:
+            if value is not None and (key in self._usage or key in USAGE_BREAKDOWNS):
                 self._usage[key] = value
 
     def _chunk(self, delta: dict, *, finish_reason: str | None = None) -> dict:
@@ -707,8 +908,13 @@ class OpenAIToAnthropicStream:
         """The upstream's OpenAI usage, once its usage chunk has arrived."""
         return self._usage
 
+    @_reads_upstream(UpstreamStreamError)
     def feed(self, chunk: dict) -> list[tuple[str, dict]]:
-        """Convert one chunk into zero or more Anthropic events."""
+        """Convert one chunk into zero or more Anthropic events.
+
+        Raises `UpstreamStreamError` for a chunk that carries an error or is malformed.
+        """
+        check_openai_chunk(chunk)
         events = self._start(chunk.get("id"))
         if chunk.get("usage"):
             self._usage = chunk["usage"]
@@ -717,14 +923,24 @@ class OpenAIToAnthropicStream:
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            if delta.get("content"):
-                events.extend(self._text(delta["content"]))
-            for call in delta.get("tool_calls") or []:
+            content = delta.get("content")
+            if content is not None and not isinstance(content, str):
+                raise _malformed("delta content is not a string")
+            if content:
+                events.extend(self._text(content))
+            tool_calls = delta.get("tool_calls")
+            if tool_calls is not None and not isinstance(tool_calls, list):
+                raise _malformed("tool_calls is not a list")
+            for call in tool_calls or []:
                 events.extend(self._tool_call(call))
-            if choice.get("finish_reason"):
-                self._finish_reason = choice["finish_reason"]
+            finish_reason = choice.get("finish_reason")
+            if finish_reason is not None and not isinstance(finish_reason, str):
+                raise _malformed("finish_reason is not a string")
+            if finish_reason:
+                self._finish_reason = finish_reason
         return events
 
+    @_reads_upstream(UpstreamStreamError)
     def finish(self) -> list[tuple[str, dict]]:
         """Close the open block and the message, with the stop reason and usage."""
         events = self._start(None)
@@ -782,14 +998,23 @@ class OpenAIToAnthropicStream:
 
     def _tool_call(self, call: dict) -> list[tuple[str, dict]]:
         events = []
+        if not isinstance(call, dict):
+            raise _malformed("a tool call is not an object")
         function = call.get("function") or {}
+        if not isinstance(function, dict):
+            raise _malformed("a tool call's function is not an object")
         tool_index = call.get("index", 0)
+        if type(tool_index) is not int:
+            raise _malformed("a tool call's index is not an integer")
+        for field in ("name", "arguments"):
+            if function.get(field) is not None and not isinstance(function[field], str):
+                raise _malformed(f"a tool call's {field} is not a string")
         if tool_index not in self._tool_block_by_index:
             events.extend(self._close_block())
             block = {
                 "type": "tool_use",
-                "id": call.get("id") or _new_tool_id(),
-                "name": function.get("name", ""),
+                "id": _upstream_id(call.get("id")) or _new_tool_id(),
+                "name": function.get("name") or "",
                 "input": {},
             }
             self._tool_block_by_index[tool_index] = self._open_new_block(block, events)

@@ -777,17 +777,21 @@ def test_anthropic_tool_stream_becomes_indexed_tool_call_chunks():
     assert [call.id for call in message.tool_calls] == ["toolu_a", "toolu_b"]
 
 
-def test_anthropic_stream_error_event_raises():
+def test_anthropic_stream_error_event_raises_without_the_upstreams_words():
     converter = AnthropicToOpenAIStream("client-model", include_usage=True)
     converter.feed(*anthropic_events()[0])
 
     with pytest.raises(UpstreamStreamError) as raised:
         converter.feed(
             "error",
-            {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+            {
+                "type": "error",
+                "error": {"type": "overloaded_error", "message": "Overloaded at 10.0.0.5"},
+            },
         )
 
-    assert str(raised.value) == "Overloaded"
+    assert str(raised.value) == "The upstream ended the stream with an error."
+    assert "10.0.0.5" not in raised.value.detail
     assert raised.value.error_type == "overloaded_error"
     assert converter.usage["input_tokens"] == 25
 
