@@ -28,11 +28,13 @@ from billing.pricing import Price, TokenUsage
 
 
 class InsufficientQuota(Exception):
-    """A hold could not be placed. ``limit`` says which: "balance" or "key"."""
+    """A hold could not be placed. ``limit`` says which: "balance" or "key"; ``spent``,
+    whether that limit is at or below zero (not merely short of this call's hold)."""
 
-    def __init__(self, limit: str):
+    def __init__(self, limit: str, *, spent: bool = False):
         super().__init__(limit)
         self.limit = limit
+        self.spent = spent
 
 
 def grant(
@@ -198,12 +200,12 @@ class _Books:
         least = op.amount if op.minimum is None else min(op.minimum, op.amount)
         balance = self.users.get(op.user_id)
         if balance is None or balance < least or balance <= 0:
-            return InsufficientQuota("balance")
+            return InsufficientQuota("balance", spent=balance is None or balance <= 0)
         amount = min(op.amount, balance)
         if not op.unlimited_key:
             remaining = self.keys.get(op.api_key_id)
             if remaining is None or remaining < least or remaining <= 0:
-                return InsufficientQuota("key")
+                return InsufficientQuota("key", spent=remaining is None or remaining <= 0)
             amount = min(amount, remaining)
         key_amount = 0 if op.unlimited_key else amount
         self.give(op.user_id, op.api_key_id, -amount, -key_amount)

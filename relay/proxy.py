@@ -294,8 +294,7 @@ async def _admit(request: Request, operation: str) -> Call:
     per_key = settings.RELAY_MAX_CALLS_PER_KEY
     if per_key and _in_flight_by_key.get(key.id, 0) >= per_key:
         raise metering.too_many_in_flight("key")
-    body = validation.parse_json(request.body)
-    validation.validate_request(operation, body)
+    body = await _read_body(request, operation)
     model = body["model"]
     if not key.allows_model(model):
         raise RelayError(
@@ -335,6 +334,20 @@ async def _admit(request: Request, operation: str) -> Call:
     _in_flight.add(call)
     _in_flight_by_key[key.id] = _in_flight_by_key.get(key.id, 0) + 1
     return call
+
+
+async def _read_body(request: Request, operation: str) -> dict:
+    """The body, parsed once and checked against the operation's shape (400 naming the bad
+    field); a big one off the event loop."""
+    if len(request.body) <= COUNT_INLINE_BYTES:
+        return _parsed(request.body, operation)
+    return await asyncio.to_thread(_parsed, request.body, operation)
+
+
+def _parsed(raw: bytes, operation: str) -> dict:
+    body = validation.parse_json(raw)
+    validation.validate_request(operation, body)
+    return body
 
 
 async def _price(model: str) -> Price:
@@ -391,9 +404,9 @@ async def _hold(call: Call) -> None:
         placing.add_done_callback(_release_orphan)
         raise
     if isinstance(outcome, billing.InsufficientQuota):
-        _out_of_credit.put(
-            ("key", call.key.id) if outcome.limit == "key" else ("user", call.key.user_id), True
-        )
+        if outcome.spent:
+            who = ("key", call.key.id) if outcome.limit == "key" else ("user", call.key.user_id)
+            _out_of_credit.put(who, True)
         raise out_of_credit(outcome.limit, least)
     if isinstance(outcome, Exception):
         raise outcome
@@ -639,7 +652,7 @@ async def _finish_plain(call: Call, provider, response: httpx.Response) -> Respo
             content = json.dumps(conversions.anthropic_response_to_openai(answer, model=call.model))
         else:
             content = json.dumps(conversions.openai_response_to_anthropic(answer, model=call.model))
-    except (ValueError, RecursionError, conversions.UpstreamStreamError):
+    except (ValueError, RecursionError, conversions.MalformedUpstream):
         raise RelayError(
             502,
             "The upstream sent an answer that could not be read.",
