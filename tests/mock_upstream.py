@@ -8,7 +8,13 @@ background thread. Tests point a relay channel at `MockUpstream.url`, queue beha
 
 Answers are deterministic: every content delta carries the behaviour's `text` ("hello " by
 default), a non-stream answer is the concatenation of `chunks` deltas, and usage reports 11
-prompt tokens plus one completion token per delta unless the behaviour overrides it.
+prompt tokens plus one completion token per delta unless the behaviour overrides it. Like the
+real APIs, the mock honours the request's `n` / `best_of` and its output limit (`max_tokens`,
+`max_completion_tokens`); a request that asks for neither gets exactly the answers above.
+
+It can also play a hostile or broken upstream: malformed bytes (`raw_stream`, `raw_body`), any
+usage values, error bodies of any shape, and requests that are never answered (`hang`), with
+`cancelled` and `open_requests` showing whether the client gave up on them.
 
 The module has no Django imports so that it can also run on its own (see
 tests/test_mock_upstream.py). Import the `mock_upstream` fixture into a conftest to use it.
@@ -39,8 +45,15 @@ EMBEDDING_DIMENSIONS = 8
 TOOL_ARGUMENTS = '{"city": "Paris"}'
 MODEL_IDS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-sonnet-4-5")
 
-# Where the recording middleware leaves the parsed JSON body for the endpoint handlers.
+# How often a waiting handler looks whether its client has hung up (aiohttp does not cancel
+# handlers on disconnect, so the mock watches the transport itself).
+POLL_SECONDS = 0.01
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+
+# Where the recording middleware leaves the parsed JSON body for the endpoint handlers, and
+# when the request arrived.
 REQUEST_JSON = web.RequestKey("request_json", object)
+REQUEST_STARTED = web.RequestKey("request_started", float)
 
 BEHAVIOUR_KEYS = frozenset(
     {
@@ -55,6 +68,14 @@ BEHAVIOUR_KEYS = frozenset(
         "text",
         "no_usage",
         "set_cookie",
+        "long",
+        "raw_stream",
+        "raw_body",
+        "service_tier",
+        "hang",
+        "hang_after_headers",
+        "error_message",
+        "error_body",
     }
 )
 
@@ -137,25 +158,76 @@ def requested_tool(body: dict, provider: str) -> str | None:
     return first.get("function", {}).get("name") if provider == "openai" else first.get("name")
 
 
-def openai_usage(completion_tokens: int, override: dict, details: bool = True) -> dict:
-    """OpenAI usage; `override` replaces fields, total_tokens follows unless overridden too."""
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def output_plan(body: dict, behaviour: dict, provider: str) -> tuple[int, int]:
+    """(deltas the behaviour would produce, deltas produced under the request's output limit).
+
+    One delta is one completion token. The limit is the smallest integer among OpenAI's
+    `max_tokens` and `max_completion_tokens` (Anthropic: `max_tokens`); only a limit below the
+    planned deltas changes anything, so requests with a larger limit or none are answered as
+    before.
+    """
+    planned = behaviour.get("chunks", behaviour.get("long", 3))
+    names = ("max_tokens",) if provider == "anthropic" else ("max_tokens", "max_completion_tokens")
+    limits = [body[name] for name in names if _is_count(body.get(name))]
+    if limits and min(limits) < planned:
+        return planned, max(min(limits), 0)
+    return planned, planned
+
+
+def choice_count(body: dict, name: str) -> int:
+    """The request's `n` (or `best_of`) when it is an integer above 1, else 1."""
+    value = body.get(name)
+    return value if _is_count(value) and value > 1 else 1
+
+
+def tool_argument_pieces(planned: int, produced: int) -> list[str]:
+    """TOOL_ARGUMENTS split over the planned deltas, keeping the ones produced."""
+    return split_evenly(TOOL_ARGUMENTS, max(planned, 1))[:produced]
+
+
+def openai_usage(completion_tokens: int, override: Any, details: bool = True) -> Any:
+    """OpenAI usage; `override` replaces fields, total_tokens follows unless overridden too.
+
+    Override values pass through untouched, whatever their type; total_tokens is added only
+    when both counts are numbers. An override that is not a dict replaces the whole usage.
+    """
+    if not isinstance(override, dict):
+        return override
     usage: dict[str, Any] = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": completion_tokens}
     if details:
         usage["prompt_tokens_details"] = {"cached_tokens": 0}
         usage["completion_tokens_details"] = {"reasoning_tokens": 0}
     usage.update(override)
-    usage.setdefault("total_tokens", usage["prompt_tokens"] + usage["completion_tokens"])
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if "total_tokens" not in usage and _is_number(prompt) and _is_number(completion):
+        usage["total_tokens"] = prompt + completion
     return usage
 
 
-def anthropic_usage(output_tokens: int, override: dict) -> dict:
-    """Anthropic usage (cache tokens are separate from input_tokens); `override` replaces fields."""
+def anthropic_usage(output_tokens: int, override: Any, service_tier: Any = None) -> Any:
+    """Anthropic usage (cache tokens are separate from input_tokens); `override` replaces fields.
+
+    Override values pass through untouched; an override that is not a dict replaces the whole
+    usage. Anthropic reports the service tier inside usage.
+    """
+    if not isinstance(override, dict):
+        return override
     usage = {
         "input_tokens": PROMPT_TOKENS,
         "output_tokens": output_tokens,
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
     }
+    if service_tier is not None:
+        usage["service_tier"] = service_tier
     usage.update(override)
     return usage
 
@@ -184,14 +256,42 @@ class MockUpstream:
 
     - ``status``: answer this HTTP error status with a provider-format error body;
       ``error`` (dict) overrides fields of that error, e.g. OpenAI's out-of-credit 429 is
-      ``{"status": 429, "error": {"type": "insufficient_quota", "code": "insufficient_quota"}}``.
+      ``{"status": 429, "error": {"type": "insufficient_quota", "code": "insufficient_quota"}}``;
+      ``error_message`` is the error's message text (anything: a key, a URL, ...);
+      ``error_body`` is sent instead as the exact JSON body, any JSON value
+      (``{"error": "boom"}``, ``{"error": {"message": {"nested": 1}}}``, ``None``).
     - ``delay``: seconds to wait before answering at all.
     - ``drop``: close the connection without any response.
-    - ``chunks``: number of content deltas (default 3); ``text``: what each delta carries
-      (default "hello "); ``usage``: provider-native usage fields to report instead.
+    - ``hang``: accept the request and never answer, until the client closes the connection;
+      ``hang_after_headers``: send 200 and SSE headers, then nothing. `reset()` closes any
+      request still hanging, so one test's leftovers cannot reach the next.
+    - ``chunks`` (or ``long``): number of content deltas, one completion token each (default
+      3); ``text``: what each delta carries (default "hello "). A request's ``n`` (and, for
+      completions, ``best_of``) gives ``n`` choices, each with the whole text (a stream sends
+      every choice's chunk at each step); the request's output limit (OpenAI ``max_tokens`` /
+      ``max_completion_tokens``, Anthropic ``max_tokens``), when smaller, cuts each choice to
+      that many deltas and ends it with finish_reason "length" / stop_reason "max_tokens".
+    - ``usage``: provider-native usage fields to report instead, passed through untouched
+      whatever their values (negative, huge, strings, nested details); a non-dict replaces the
+      whole usage. Without it, completion tokens are deltas per choice x max(n, best_of). In an
+      Anthropic stream, message_start carries the whole usage and message_delta the output
+      count plus every overridden field (cumulative, as the real API sends them).
+    - ``service_tier``: reported in the answer (OpenAI: top level of the answer and of every
+      chunk; Anthropic: inside usage).
     - ``chunk_delay``: seconds between stream deltas (default 0).
     - ``cut_after``: in a stream, close the TCP connection after this many deltas (at most
       ``chunks``), before the finishing frames, so the client sees a broken stream.
+    - ``raw_stream``: a list of byte strings sent as exactly that body (200,
+      text/event-stream), one write each, paced by ``chunk_delay`` and cuttable by
+      ``cut_after``; ``raw_body``: bytes sent as exactly that 200 JSON body. A behaviour with
+      both answers a streaming request with ``raw_stream`` and any other with ``raw_body``;
+      with one, every request gets that one.
+
+    Besides `requests` (every request, with its JSON body) and `events` (how each stream
+    ended), `cancelled` lists every request whose client hung up before the mock had finished
+    answering it (during a delay, a hang or a stream), as ``{"path", "at", "after"}`` with
+    `time.monotonic()` at the moment it noticed and the seconds since the request arrived;
+    `open_requests` counts the requests being answered right now.
     """
 
     def __init__(self, keys: set[str] | frozenset[str] = frozenset({DEFAULT_KEY})) -> None:
@@ -199,6 +299,9 @@ class MockUpstream:
         self.requests: list[dict] = []
         self.events: list[dict] = []
         self.auth_failures: list[dict] = []
+        self.cancelled: list[dict] = []
+        self.open_requests = 0
+        self._generation = 0  # moved by reset(), which ends requests still hanging
         self._script: deque[dict] = deque()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -267,17 +370,29 @@ class MockUpstream:
             unknown = set(behaviour) - BEHAVIOUR_KEYS
             if unknown:
                 raise ValueError(f"unknown behaviour keys: {sorted(unknown)}")
+            if {"error_message", "error_body"} & set(behaviour) and "status" not in behaviour:
+                raise ValueError("error_message and error_body need a status")
+            raw_stream = behaviour.get("raw_stream", [])
+            if not isinstance(raw_stream, list | tuple) or not all(
+                isinstance(piece, bytes) for piece in raw_stream
+            ):
+                raise ValueError("raw_stream must be a list of bytes")
+            if not isinstance(behaviour.get("raw_body", b""), bytes):
+                raise ValueError("raw_body must be bytes")
         with self._lock:
             self._script.extend(behaviours)
         return self
 
     def reset(self) -> None:
-        """Forget recorded requests, events and auth failures, and empty the script."""
+        """Forget recorded requests, events, cancellations and auth failures, empty the script
+        and close the connection of any request still hanging."""
         with self._lock:
             self.requests.clear()
             self.events.clear()
             self.auth_failures.clear()
+            self.cancelled.clear()
             self._script.clear()
+            self._generation += 1
 
     def wait_for_events(self, count: int = 1, timeout: float = 5.0) -> list[dict]:
         """Wait until `count` stream outcomes are recorded and return them all.
@@ -285,12 +400,24 @@ class MockUpstream:
         A stream's outcome is recorded by the server thread when it notices the end, which can
         be slightly after the client saw it (e.g. the next write after a client disconnect).
         """
+        return self._wait_for(self.events, "stream events", count, timeout)
+
+    def wait_for_cancelled(self, count: int = 1, timeout: float = 5.0) -> list[dict]:
+        """Wait until `count` requests are recorded as given up by their client; return them all.
+
+        The server thread notices a hang-up within POLL_SECONDS while waiting, or at its next
+        write while streaming.
+        """
+        return self._wait_for(self.cancelled, "cancelled requests", count, timeout)
+
+    @staticmethod
+    def _wait_for(records: list[dict], what: str, count: int, timeout: float) -> list[dict]:
         deadline = time.monotonic() + timeout
-        while len(self.events) < count:
+        while len(records) < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"only {len(self.events)} stream events after {timeout}s")
+                raise TimeoutError(f"only {len(records)} {what} after {timeout}s")
             time.sleep(0.01)
-        return list(self.events)
+        return list(records)
 
     def _next_behaviour(self) -> dict:
         with self._lock:
@@ -300,22 +427,29 @@ class MockUpstream:
 
     @web.middleware
     async def _record_request(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """Record every request, including ones to unknown paths, before handling it."""
-        try:
-            body = await request.json() if request.body_exists else None
-        except ValueError:
-            body = None
-        request[REQUEST_JSON] = body
-        entry = {
-            "method": request.method,
-            "path": request.path,
-            "headers": {name.lower(): value for name, value in request.headers.items()},
-            "json": body,
-            "query": dict(request.query),
-        }
+        """Record every request, including ones to unknown paths, and count it while open."""
+        request[REQUEST_STARTED] = time.monotonic()
         with self._lock:
-            self.requests.append(entry)
-        return await handler(request)
+            self.open_requests += 1
+        try:
+            try:
+                body = await request.json() if request.body_exists else None
+            except ValueError:
+                body = None
+            request[REQUEST_JSON] = body
+            entry = {
+                "method": request.method,
+                "path": request.path,
+                "headers": {name.lower(): value for name, value in request.headers.items()},
+                "json": body,
+                "query": dict(request.query),
+            }
+            with self._lock:
+                self.requests.append(entry)
+            return await handler(request)
+        finally:
+            with self._lock:
+                self.open_requests -= 1
 
     def _endpoint(self, provider: str, answer: Any) -> Any:
         """Wrap an answer function with key check, validation and the scripted behaviour."""
@@ -334,19 +468,36 @@ class MockUpstream:
                 return self._error(provider, 400, "max_tokens: Field required")
 
             behaviour = self._next_behaviour()
+            # Taken now: a test may call reset() as soon as hang_after_headers' headers arrive.
+            generation = self._generation
             if behaviour.get("delay"):
-                await asyncio.sleep(behaviour["delay"])
+                if not await self._wait_while_connected(request, behaviour["delay"]):
+                    self._record_cancelled(request)
+                    return web.Response()  # dropped quietly, as after "drop" below
             if behaviour.get("drop"):
                 self._close_connection(request)
                 # aiohttp notices the closed transport when writing this and drops it quietly.
                 return web.Response()
+            if behaviour.get("hang"):
+                return await self._hang(request, web.Response(), generation)
+            if behaviour.get("hang_after_headers"):
+                response = web.StreamResponse(headers=SSE_HEADERS)
+                await response.prepare(request)  # a StreamResponse sends its headers at once
+                return await self._hang(request, response, generation)
             if "status" in behaviour:
+                status = behaviour["status"]
+                if "error_body" in behaviour:
+                    return self._raw_error(provider, status, behaviour["error_body"])
                 return self._error(
                     provider,
-                    behaviour["status"],
-                    f"Mock upstream scripted error {behaviour['status']}.",
+                    status,
+                    behaviour.get("error_message", f"Mock upstream scripted error {status}."),
                     behaviour.get("error", {}),
                 )
+            if "raw_stream" in behaviour and (body.get("stream") or "raw_body" not in behaviour):
+                return await self._stream(request, behaviour, [], list(behaviour["raw_stream"]), [])
+            if "raw_body" in behaviour:
+                return web.Response(body=behaviour["raw_body"], content_type="application/json")
             return await answer(request, body, behaviour)
 
         return handler
@@ -374,6 +525,46 @@ class MockUpstream:
         body = anthropic_error_body(status, message, request_id, **overrides)
         return web.json_response(body, status=status, headers={"request-id": request_id})
 
+    def _raw_error(self, provider: str, status: int, body: Any) -> web.Response:
+        headers = {} if provider == "openai" else {"request-id": f"req_mock{next(self._ids)}"}
+        return web.Response(
+            text=json.dumps(body), status=status, content_type="application/json", headers=headers
+        )
+
+    @staticmethod
+    def _client_gone(request: web.Request) -> bool:
+        transport = request.transport
+        return transport is None or transport.is_closing()
+
+    async def _wait_while_connected(self, request: web.Request, seconds: float) -> bool:
+        """Sleep `seconds`, waking early if the client hangs up; False when it did."""
+        deadline = time.monotonic() + seconds
+        while not self._client_gone(request):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            await asyncio.sleep(min(remaining, POLL_SECONDS))
+        return False
+
+    async def _hang(
+        self, request: web.Request, response: web.StreamResponse, generation: int
+    ) -> web.StreamResponse:
+        """Answer nothing more until the client hangs up (recorded) or `reset()` moves
+        `_generation` past `generation`."""
+        while not self._client_gone(request):
+            if self._generation != generation:
+                self._close_connection(request)
+                return response
+            await asyncio.sleep(POLL_SECONDS)
+        self._record_cancelled(request)
+        return response
+
+    def _record_cancelled(self, request: web.Request) -> None:
+        now = time.monotonic()
+        entry = {"path": request.path, "at": now, "after": now - request[REQUEST_STARTED]}
+        with self._lock:
+            self.cancelled.append(entry)
+
     @staticmethod
     def _close_connection(request: web.Request) -> None:
         # close() (not abort()) flushes what was already written, so the client receives the
@@ -391,13 +582,12 @@ class MockUpstream:
     ) -> web.StreamResponse:
         """Send SSE frames: `head`, then `deltas` (paced and cuttable), then `tail`.
 
-        Records the outcome in `events`. A client disconnect surfaces as ConnectionResetError
-        on the next write (aiohttp does not cancel handlers by default), or as CancelledError
-        if the handler is cancelled, e.g. on server shutdown.
+        Records the outcome in `events`, and a client that hung up in `cancelled`. A client
+        disconnect surfaces as ConnectionResetError on the next write (aiohttp does not cancel
+        handlers by default) or is seen during `chunk_delay`, or as CancelledError if the
+        handler is cancelled, e.g. on server shutdown.
         """
-        resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
+        resp = web.StreamResponse(headers=SSE_HEADERS)
         cut_after = behaviour.get("cut_after")
         chunk_delay = behaviour.get("chunk_delay", 0)
         sent = 0
@@ -408,7 +598,8 @@ class MockUpstream:
                 await resp.write(frame)
             for frame in deltas[:cut_after]:
                 if sent and chunk_delay:
-                    await asyncio.sleep(chunk_delay)
+                    if not await self._wait_while_connected(request, chunk_delay):
+                        raise ConnectionResetError("the client hung up during chunk_delay")
                 await resp.write(frame)
                 sent += 1
             if cut_after is not None and cut_after <= len(deltas):
@@ -420,6 +611,7 @@ class MockUpstream:
             completed = True
         except ConnectionError:  # reset, or "Connection lost" while a write waited to drain
             client_gone = True
+            self._record_cancelled(request)
         except asyncio.CancelledError:
             client_gone = True
             raise
@@ -437,35 +629,49 @@ class MockUpstream:
     # -- OpenAI ----------------------------------------------------------------------------------
 
     async def _chat(self, request: web.Request, body: dict, behaviour: dict) -> web.StreamResponse:
-        chunks = behaviour.get("chunks", 3)
+        planned, produced = output_plan(body, behaviour, "openai")
+        choices = choice_count(body, "n")
         text = behaviour.get("text", "hello ")
         tool = requested_tool(body, "openai")
-        usage = openai_usage(chunks, behaviour.get("usage", {}))
-        finish_reason = "tool_calls" if tool else "stop"
+        usage = openai_usage(produced * choices, behaviour.get("usage", {}))
+        if produced < planned:
+            finish_reason = "length"
+        else:
+            finish_reason = "tool_calls" if tool else "stop"
         base = {
             "id": f"chatcmpl-mock{next(self._ids)}",
             "created": int(time.time()),
             "model": body.get("model", "mock-model"),
         }
+        if "service_tier" in behaviour:
+            base["service_tier"] = behaviour["service_tier"]
+        pieces = tool_argument_pieces(planned, produced) if tool else []
 
         if not body.get("stream"):
-            message: dict[str, Any] = {"role": "assistant", "content": text * chunks}
+            message: dict[str, Any] = {"role": "assistant", "content": text * produced}
             if tool:
                 message["content"] = None
                 message["tool_calls"] = [
                     {
                         "id": "call_mock1",
                         "type": "function",
-                        "function": {"name": tool, "arguments": TOOL_ARGUMENTS},
+                        "function": {"name": tool, "arguments": "".join(pieces)},
                     }
                 ]
-            choice = {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": finish_reason,
+            answer = {
+                **base,
+                "object": "chat.completion",
+                "choices": [
+                    {
+                        "index": index,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": finish_reason,
+                    }
+                    for index in range(choices)
+                ],
+                "usage": usage,
             }
-            answer = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
             if behaviour.get("no_usage"):  # an OpenAI-compatible upstream that reports none
                 del answer["usage"]
             response = web.json_response(answer)
@@ -477,12 +683,16 @@ class MockUpstream:
         include_usage = include_usage and not behaviour.get("no_usage")
 
         def chunk(delta: dict, finish: str | None = None) -> bytes:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            payload = {**base, "object": "chat.completion.chunk", "choices": [choice]}
-            if include_usage:
-                # The real API sends "usage": null on every chunk but the last in this mode.
-                payload["usage"] = None
-            return sse_data(payload)
+            """One frame per choice, sent together: one step of every choice."""
+            frames = []
+            for index in range(choices):
+                choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+                payload = {**base, "object": "chat.completion.chunk", "choices": [choice]}
+                if include_usage:
+                    # The real API sends "usage": null on every chunk but the last in this mode.
+                    payload["usage"] = None
+                frames.append(sse_data(payload))
+            return b"".join(frames)
 
         if tool:
             opening = {
@@ -494,11 +704,11 @@ class MockUpstream:
             head = [chunk({"role": "assistant", "content": None, "tool_calls": [opening]})]
             deltas = [
                 chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-                for piece in split_evenly(TOOL_ARGUMENTS, chunks)
+                for piece in pieces
             ]
         else:
             head = [chunk({"role": "assistant", "content": ""})]
-            deltas = [chunk({"content": text}) for _ in range(chunks)]
+            deltas = [chunk({"content": text}) for _ in range(produced)]
         tail = [chunk({}, finish_reason)]
         if include_usage:
             tail.append(
@@ -510,34 +720,42 @@ class MockUpstream:
     async def _completions(
         self, request: web.Request, body: dict, behaviour: dict
     ) -> web.StreamResponse:
-        chunks = behaviour.get("chunks", 3)
+        planned, produced = output_plan(body, behaviour, "openai")
+        choices = choice_count(body, "n")
+        # best_of candidates are generated (and billed) upstream; only n come back.
+        generated = max(choices, choice_count(body, "best_of"))
         text = behaviour.get("text", "hello ")
-        usage = openai_usage(chunks, behaviour.get("usage", {}), details=False)
+        usage = openai_usage(produced * generated, behaviour.get("usage", {}), details=False)
+        finish_reason = "length" if produced < planned else "stop"
         base = {
             "id": f"cmpl-mock{next(self._ids)}",
             "object": "text_completion",
             "created": int(time.time()),
             "model": body.get("model", "mock-model"),
         }
+        if "service_tier" in behaviour:
+            base["service_tier"] = behaviour["service_tier"]
 
-        def choice(piece: str, finish: str | None) -> dict:
-            return {"text": piece, "index": 0, "logprobs": None, "finish_reason": finish}
+        def choice(piece: str, finish: str | None, index: int) -> dict:
+            return {"text": piece, "index": index, "logprobs": None, "finish_reason": finish}
 
         if not body.get("stream"):
-            return web.json_response(
-                {**base, "choices": [choice(text * chunks, "stop")], "usage": usage}
-            )
+            answers = [choice(text * produced, finish_reason, index) for index in range(choices)]
+            return web.json_response({**base, "choices": answers, "usage": usage})
 
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(piece: str, finish: str | None = None) -> bytes:
-            payload = {**base, "choices": [choice(piece, finish)]}
-            if include_usage:
-                payload["usage"] = None
-            return sse_data(payload)
+            frames = []
+            for index in range(choices):
+                payload = {**base, "choices": [choice(piece, finish, index)]}
+                if include_usage:
+                    payload["usage"] = None
+                frames.append(sse_data(payload))
+            return b"".join(frames)
 
-        deltas = [chunk(text) for _ in range(chunks)]
-        tail = [chunk("", "stop")]
+        deltas = [chunk(text) for _ in range(produced)]
+        tail = [chunk("", finish_reason)]
         if include_usage:
             tail.append(sse_data({**base, "choices": [], "usage": usage}))
         tail.append(sse_data("[DONE]"))
@@ -581,11 +799,15 @@ class MockUpstream:
     async def _messages(
         self, request: web.Request, body: dict, behaviour: dict
     ) -> web.StreamResponse:
-        chunks = behaviour.get("chunks", 3)
+        planned, produced = output_plan(body, behaviour, "anthropic")
         text = behaviour.get("text", "hello ")
         tool = requested_tool(body, "anthropic")
-        usage = anthropic_usage(chunks, behaviour.get("usage", {}))
-        stop_reason = "tool_use" if tool else "end_turn"
+        override = behaviour.get("usage", {})
+        usage = anthropic_usage(produced, override, behaviour.get("service_tier"))
+        if produced < planned:
+            stop_reason = "max_tokens"
+        else:
+            stop_reason = "tool_use" if tool else "end_turn"
         message = {
             "id": f"msg_mock{next(self._ids)}",
             "type": "message",
@@ -599,10 +821,11 @@ class MockUpstream:
                     "type": "tool_use",
                     "id": "toolu_mock1",
                     "name": tool,
-                    "input": json.loads(TOOL_ARGUMENTS),
+                    # Arguments cut by the limit are not JSON; the block then holds none.
+                    "input": json.loads(TOOL_ARGUMENTS) if produced == planned else {},
                 }
             else:
-                block = {"type": "text", "text": text * chunks}
+                block = {"type": "text", "text": text * produced}
             return web.json_response(
                 {
                     **message,
@@ -613,16 +836,22 @@ class MockUpstream:
                 }
             )
 
-        start_usage = {**usage, "output_tokens": 1}
+        if isinstance(usage, dict):
+            start_usage = {**usage, "output_tokens": 1}
+            # message_delta counts are cumulative: the output count, and any overridden field.
+            delta_usage = {"output_tokens": usage["output_tokens"]}
+            delta_usage.update({name: usage[name] for name in override})
+        else:
+            start_usage = delta_usage = usage
         if tool:
             opening = {"type": "tool_use", "id": "toolu_mock1", "name": tool, "input": {}}
             pieces = [
                 {"type": "input_json_delta", "partial_json": piece}
-                for piece in split_evenly(TOOL_ARGUMENTS, chunks)
+                for piece in tool_argument_pieces(planned, produced)
             ]
         else:
             opening = {"type": "text", "text": ""}
-            pieces = [{"type": "text_delta", "text": text} for _ in range(chunks)]
+            pieces = [{"type": "text_delta", "text": text} for _ in range(produced)]
         head = [
             sse_event(
                 {
@@ -649,7 +878,7 @@ class MockUpstream:
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                    "usage": {"output_tokens": usage["output_tokens"]},
+                    "usage": delta_usage,
                 }
             ),
             sse_event({"type": "message_stop"}),

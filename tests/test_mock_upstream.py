@@ -436,3 +436,296 @@ def test_standalone_server_with_custom_keys():
         assert response.data
     with pytest.raises(RuntimeError, match="not running"):
         _ = upstream.url
+
+
+# -- quirky and hostile upstreams --------------------------------------------------------------
+
+
+def raw_stream_bytes(upstream: MockUpstream, path: str, body: dict) -> tuple[httpx.Response, bytes]:
+    """POST a streaming request; the response and its body exactly as it came off the wire."""
+    headers = {"Authorization": f"Bearer {DEFAULT_KEY}"}
+    with httpx.stream(
+        "POST", f"{upstream.url}{path}", json=body, headers=headers, timeout=10
+    ) as response:
+        return response, b"".join(response.iter_raw())
+
+
+def wait_until(check, timeout: float = 5.0) -> bool:
+    """Poll `check` until it holds (True) or `timeout` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_n_gives_every_choice_the_whole_answer_and_multiplies_usage(mock_upstream):
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 3}
+    answer = post_json(mock_upstream, "/v1/chat/completions", body).json()
+
+    assert [choice["index"] for choice in answer["choices"]] == [0, 1, 2]
+    assert {choice["message"]["content"] for choice in answer["choices"]} == {"hello " * 3}
+    assert (answer["usage"]["completion_tokens"], answer["usage"]["total_tokens"]) == (9, 20)
+
+    stream = openai_client(mock_upstream).chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": "hi"}],
+        n=2,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    texts = {0: "", 1: ""}
+    finishes = {}
+    usage = None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            finishes[choice.index] = choice.finish_reason or finishes.get(choice.index)
+    assert texts == {0: "hello " * 3, 1: "hello " * 3}
+    assert finishes == {0: "stop", 1: "stop"}
+    assert usage.completion_tokens == 6
+
+    # Legacy completions bill every best_of candidate but return only n of them.
+    body = {"model": "m", "prompt": "hi", "n": 2, "best_of": 4}
+    answer = post_json(mock_upstream, "/v1/completions", body).json()
+    assert [(c["index"], c["text"]) for c in answer["choices"]] == [(0, "hello " * 3)] + [
+        (1, "hello " * 3)
+    ]
+    assert answer["usage"]["completion_tokens"] == 12
+
+
+def test_an_output_limit_below_the_answer_cuts_it_with_finish_reason_length(mock_upstream):
+    mock_upstream.script({"chunks": 5}, {"long": 50}, {"chunks": 5}, {"chunks": 5})
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+    answer = post_json(mock_upstream, "/v1/chat/completions", chat | {"max_tokens": 2}).json()
+    assert answer["choices"][0]["message"]["content"] == "hello hello "
+    assert answer["choices"][0]["finish_reason"] == "length"
+    assert answer["usage"]["completion_tokens"] == 2
+
+    streamed = chat | {
+        "max_completion_tokens": 4,
+        "n": 2,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    *chunks, usage_chunk, _done = sse_payloads(mock_upstream, "/v1/chat/completions", streamed)
+    contents = [c["choices"][0]["delta"].get("content") for c in chunks]
+    assert contents.count("hello ") == 4 * 2
+    assert [c["choices"][0]["finish_reason"] for c in chunks[-2:]] == ["length", "length"]
+    assert usage_chunk["usage"]["completion_tokens"] == 8
+
+    completion = {"model": "m", "prompt": "hi", "max_tokens": 1}
+    answer = post_json(mock_upstream, "/v1/completions", completion).json()
+    assert (answer["choices"][0]["text"], answer["choices"][0]["finish_reason"]) == (
+        "hello ",
+        "length",
+    )
+
+    with anthropic_client(mock_upstream).messages.stream(
+        model="m", max_tokens=3, messages=[{"role": "user", "content": "hi"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "hello " * 3
+    assert (final.stop_reason, final.usage.output_tokens) == ("max_tokens", 3)
+
+    # A limit at or above the answer changes nothing.
+    answer = post_json(mock_upstream, "/v1/chat/completions", chat | {"max_tokens": 3}).json()
+    assert answer["choices"][0]["finish_reason"] == "stop"
+    assert answer["usage"]["completion_tokens"] == 3
+
+
+def test_raw_stream_and_raw_body_arrive_byte_exact(mock_upstream):
+    pieces = [
+        b'data: {"choices": [{"index": 0, "delta": "not an object"}]}\n\n',
+        b"data: {this is not json\n\n",
+        b'data: {"error": "boom"}\n\n',
+        b'data: {"choices": [], "usage": "many"}\n\n',
+        b'event: content_block_start\ndata: {"type": "content_block_start"}\n\n',
+    ]
+    mock_upstream.script({"raw_stream": pieces, "chunk_delay": 0.01})
+    body = {"model": "m", "messages": [], "stream": True}
+
+    response, received = raw_stream_bytes(mock_upstream, "/v1/chat/completions", body)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/event-stream"
+    assert received == b"".join(pieces)
+    [event] = mock_upstream.wait_for_events()
+    assert (event["completed"], event["deltas_sent"]) == (True, len(pieces))
+
+    raw = b'{"id": "x", "choices": [{"message": {"content": 7}}], "usage": {"prompt_tokens": -1'
+    mock_upstream.script({"raw_body": raw})
+    response = post_json(mock_upstream, "/v1/messages", {"model": "m", "max_tokens": 5})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.content == raw
+
+
+def test_usage_values_and_service_tier_pass_through_untouched(mock_upstream):
+    openai_usage = {
+        "prompt_tokens": -5,
+        "completion_tokens": 3e9,
+        "total_tokens": "lots",
+        "prompt_tokens_details": {"cached_tokens": 1_000_000, "audio_tokens": 40},
+    }
+    mock_upstream.script(
+        {"usage": openai_usage, "service_tier": "priority"},
+        {"usage": openai_usage, "service_tier": "priority"},
+    )
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+    answer = post_json(mock_upstream, "/v1/chat/completions", chat).json()
+    assert answer["usage"] == openai_usage | {"completion_tokens_details": {"reasoning_tokens": 0}}
+    assert answer["service_tier"] == "priority"
+
+    streamed = chat | {"stream": True, "stream_options": {"include_usage": True}}
+    *chunks, usage_chunk, _done = sse_payloads(mock_upstream, "/v1/chat/completions", streamed)
+    assert usage_chunk["usage"]["prompt_tokens_details"] == openai_usage["prompt_tokens_details"]
+    assert usage_chunk["usage"]["completion_tokens"] == 3e9
+    assert {chunk["service_tier"] for chunk in chunks + [usage_chunk]} == {"priority"}
+
+    anthropic_usage = {
+        "input_tokens": "many",
+        "cache_creation": {"ephemeral_1h_input_tokens": 2_000, "ephemeral_5m_input_tokens": 0},
+        "server_tool_use": {"web_search_requests": 3},
+    }
+    behaviour = {"usage": anthropic_usage, "service_tier": "priority"}
+    mock_upstream.script(behaviour, behaviour)
+    message = {"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+
+    answer = post_json(mock_upstream, "/v1/messages", message).json()
+    assert answer["usage"].items() >= (anthropic_usage | {"service_tier": "priority"}).items()
+
+    events = [
+        payload
+        for payload in sse_payloads(mock_upstream, "/v1/messages", message | {"stream": True})
+        if payload["type"] in ("message_start", "message_delta")
+    ]
+    start, delta = events
+    assert start["message"]["usage"].items() >= anthropic_usage.items()
+    assert delta["usage"] == {"output_tokens": 3, **anthropic_usage}
+
+
+def test_a_request_left_unanswered_is_recorded_as_cancelled_when_its_client_leaves(
+    mock_upstream,
+):
+    mock_upstream.script({"hang": True}, {"hang_after_headers": True})
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+    # Nothing comes back, so the client's read times out and it closes the connection.
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{mock_upstream.url}/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {DEFAULT_KEY}"},
+            timeout=httpx.Timeout(10, read=0.3),
+        )
+    [cancelled] = mock_upstream.wait_for_cancelled()
+    assert cancelled["path"] == "/v1/chat/completions"
+    assert cancelled["after"] > 0
+
+    headers = {"Authorization": f"Bearer {DEFAULT_KEY}", "anthropic-version": "2023-06-01"}
+    message = {"model": "m", "max_tokens": 5, "messages": [], "stream": True}
+    with httpx.stream(
+        "POST", f"{mock_upstream.url}/v1/messages", json=message, headers=headers, timeout=10
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream"
+    assert [c["path"] for c in mock_upstream.wait_for_cancelled(2)] == [
+        "/v1/chat/completions",
+        "/v1/messages",
+    ]
+
+
+def test_a_client_leaving_a_delay_or_a_stream_is_recorded_as_cancelled(mock_upstream):
+    mock_upstream.script({"delay": 30}, {"chunks": 500, "chunk_delay": 0.05})
+
+    # The client gives up on the delayed answer, then on the stream after its first line.
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{mock_upstream.url}/v1/completions",
+            json={"model": "m", "prompt": "hi"},
+            headers={"Authorization": f"Bearer {DEFAULT_KEY}"},
+            timeout=httpx.Timeout(10, read=0.2),
+        )
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    headers = {"Authorization": f"Bearer {DEFAULT_KEY}"}
+    url = f"{mock_upstream.url}/v1/chat/completions"
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=10) as response:
+        next(response.iter_lines())
+
+    cancelled = mock_upstream.wait_for_cancelled(2)
+    assert [c["path"] for c in cancelled] == ["/v1/completions", "/v1/chat/completions"]
+    [event] = mock_upstream.wait_for_events()
+    assert event["client_gone"] and event["deltas_sent"] < 500
+
+
+def test_open_requests_counts_a_request_until_its_client_leaves(mock_upstream):
+    assert wait_until(lambda: mock_upstream.open_requests == 0)
+    mock_upstream.script({"hang_after_headers": True})
+    body = {"model": "m", "messages": [], "stream": True}
+    headers = {"Authorization": f"Bearer {DEFAULT_KEY}"}
+    url = f"{mock_upstream.url}/v1/chat/completions"
+
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=10) as response:
+        assert response.status_code == 200
+        assert mock_upstream.open_requests == 1
+
+    assert wait_until(lambda: mock_upstream.open_requests == 0)
+    assert len(mock_upstream.cancelled) == 1
+
+
+def test_reset_ends_a_request_still_hanging(mock_upstream):
+    mock_upstream.script({"hang_after_headers": True})
+    body = {"model": "m", "messages": [], "stream": True}
+    headers = {"Authorization": f"Bearer {DEFAULT_KEY}"}
+    url = f"{mock_upstream.url}/v1/chat/completions"
+
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=10) as response:
+        mock_upstream.reset()
+        with pytest.raises(httpx.RemoteProtocolError):
+            response.read()
+
+    assert wait_until(lambda: mock_upstream.open_requests == 0)
+    assert mock_upstream.cancelled == []  # the mock hung up, not the client
+
+
+def test_error_body_is_sent_exactly_and_error_message_is_any_text(mock_upstream):
+    mock_upstream.script(
+        {"status": 502, "error_body": {"error": "boom"}},
+        {"status": 400, "error_body": {"type": "error", "error": {"message": {"nested": [1]}}}},
+        {"status": 500, "error_body": None},
+        {"status": 401, "error_message": f"bad key upstream-test-key at {mock_upstream.url}"},
+    )
+    chat = {"model": "m", "messages": []}
+
+    response = post_json(mock_upstream, "/v1/chat/completions", chat)
+    assert (response.status_code, response.content) == (502, b'{"error": "boom"}')
+
+    response = post_json(mock_upstream, "/v1/messages", {"model": "m", "max_tokens": 5})
+    assert response.status_code == 400
+    assert response.json() == {"type": "error", "error": {"message": {"nested": [1]}}}
+    assert response.headers["request-id"].startswith("req_mock")
+
+    response = post_json(mock_upstream, "/v1/chat/completions", chat)
+    assert (response.status_code, response.content) == (500, b"null")
+
+    response = post_json(mock_upstream, "/v1/chat/completions", chat)
+    assert response.status_code == 401
+    assert response.json()["error"]["message"] == (
+        f"bad key upstream-test-key at {mock_upstream.url}"
+    )
+    assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_malformed_hostile_behaviours_are_refused_when_scripted(mock_upstream):
+    with pytest.raises(ValueError, match="need a status"):
+        mock_upstream.script({"error_body": {"error": "boom"}})
+    with pytest.raises(ValueError, match="raw_stream"):
+        mock_upstream.script({"raw_stream": [b"data: ok\n\n", "text"]})
+    with pytest.raises(ValueError, match="raw_body"):
+        mock_upstream.script({"raw_body": "{}"})
