@@ -17,6 +17,7 @@ count of its input). Three things make that true, all here:
 No I/O here, and no Django beyond reading settings.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from django.conf import settings
@@ -215,30 +216,31 @@ def _input_total(usage: TokenUsage) -> int:
 def billable_usage(
     reported: TokenUsage | None,
     *,
-    local: TokenUsage,
+    local: Callable[[], TokenUsage],
+    local_input: int,
     output_cap: int,
     web_search_cap: int,
     problem: dict | None = None,
 ) -> tuple[TokenUsage, str, dict | None]:
     """The usage to bill, its flag and the raw figures kept when they were not billed.
 
-    ``local`` is the call's own count (input counted at admission, output counted from what
-    was sent); ``output_cap`` the most output the call could produce (limit × choices);
-    ``problem`` the raw figures of a usage the provider adapter could not read.
+    ``local()`` is the call's own count (input counted at admission, output counted from what
+    was sent; called only when needed, as counting output costs a tokenizer pass);
+    ``local_input`` its input part; ``output_cap`` the most output the call could produce
+    (limit × choices); ``problem`` the raw figures of a usage the adapter could not read.
     """
     flag = UsageLog.UsageFlag
     if problem is not None:
-        return local, flag.REJECTED, problem
+        return local(), flag.REJECTED, problem
     if reported is None:
-        return local, flag.TRUSTED, None
+        return local(), flag.TRUSTED, None
     raw = _figures(reported)
     output = reported.output_tokens + reported.audio_output_tokens
-    local_input = _input_total(local)
     if (
         _input_total(reported) > local_input * INPUT_TRUST_FACTOR + INPUT_TRUST_MARGIN
         or output > output_cap * OUTPUT_TRUST_FACTOR
     ):
-        return local, flag.REJECTED, raw
+        return local(), flag.REJECTED, raw
     usage, clamped = reported, False
     if output > output_cap:
         text = min(reported.output_tokens, output_cap)

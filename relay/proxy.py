@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from urllib.parse import urlsplit
@@ -126,20 +127,24 @@ class Call:
         reported: TokenUsage | None,
         status: str,
         *,
-        local_output: int = 0,
+        local_output: int | Callable[[], int] = 0,
         problem: dict | None = None,
     ) -> None:
         """Charge the call (exactly once, whatever else happens to this task), for the
         upstream's usage when it is believable, else for the local counts (``local_output``:
         the output counted from what was sent; ``problem``: figures the adapter rejected)."""
-        local = TokenUsage(
-            input_tokens=self.input_tokens,
-            audio_input_tokens=self.audio_input_tokens,
-            output_tokens=local_output,
-        )
+
+        def local() -> TokenUsage:
+            return TokenUsage(
+                input_tokens=self.input_tokens,
+                audio_input_tokens=self.audio_input_tokens,
+                output_tokens=local_output() if callable(local_output) else local_output,
+            )
+
         usage, flag, raw = metering.billable_usage(
             reported,
             local=local,
+            local_input=self.input_tokens + self.audio_input_tokens,
             output_cap=self.price.max_output_tokens if self.output_cap is None else self.output_cap,
             web_search_cap=self.options.web_searches,
             problem=problem,
@@ -664,11 +669,13 @@ async def _finish_plain(call: Call, provider, response: httpx.Response) -> Respo
         reported = provider.normalize_usage(answer.get("usage"))
     except UsageProblem as bad:
         reported, problem = None, bad.raw
-    local_output = 0
-    if reported is None:
-        # An upstream that reports no usage (or none to believe) is billed on local counts.
-        local_output = tokens.count_text(_answer_text(answer), call.model)
-    await call.settle(reported, UsageLog.Status.SUCCESS, local_output=local_output, problem=problem)
+    # An upstream that reports no usage (or none to believe) is billed on local counts.
+    await call.settle(
+        reported,
+        UsageLog.Status.SUCCESS,
+        local_output=lambda: tokens.count_text(_answer_text(answer), call.model),
+        problem=problem,
+    )
     return Response(200, content if isinstance(content, bytes) else content.encode())
 
 

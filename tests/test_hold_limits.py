@@ -19,7 +19,9 @@ from tests.conftest import settled_usage
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # 19 tokens locally; the mock reports 11 prompt tokens whatever it is sent.
-PROMPT = [{"role": "user", "content": "Say hello to everyone in the room, please, and politely too"}]
+PROMPT = [
+    {"role": "user", "content": "Say hello to everyone in the room, please, and politely too"}
+]
 assert tokens.count_messages(PROMPT, "gpt-4o") >= 11
 
 
