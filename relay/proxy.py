@@ -76,7 +76,27 @@ URL_PATTERN = re.compile(r"(?:https?|wss?)://\S+", re.IGNORECASE)
 # Calls holding quota that have not been settled or released yet, in this process, and how
 # many of them each key has (RELAY_MAX_CALLS_PER_KEY).
 _in_flight: set = set()
-_in_flight_by_key: dict[int, int] = {}
+# Calls admitted or being admitted, in all and per key: the caps count a call from its first
+# check, so calls arriving together cannot all pass it before any of them is counted.
+_slots = {"all": 0}
+_slots_by_key: dict[int, int] = {}
+
+
+def _take_slot(key_id: int) -> None:
+    per_key = settings.RELAY_MAX_CALLS_PER_KEY
+    if _slots["all"] >= settings.RELAY_MAX_CALLS_IN_FLIGHT:
+        raise metering.too_many_in_flight("process")
+    if per_key and _slots_by_key.get(key_id, 0) >= per_key:
+        raise metering.too_many_in_flight("key")
+    _slots["all"] += 1
+    _slots_by_key[key_id] = _slots_by_key.get(key_id, 0) + 1
+
+
+def _give_slot(key_id: int) -> None:
+    _slots["all"] -= 1
+    left = _slots_by_key.pop(key_id, 1) - 1
+    if left > 0:
+        _slots_by_key[key_id] = left
 
 
 def calls_in_flight() -> int:
@@ -179,11 +199,7 @@ class Call:
     def _closed(self, closing: asyncio.Future) -> None:
         if self in _in_flight:
             _in_flight.discard(self)
-            left = _in_flight_by_key.get(self.key.id, 1) - 1
-            if left > 0:
-                _in_flight_by_key[self.key.id] = left
-            else:
-                _in_flight_by_key.pop(self.key.id, None)
+            _give_slot(self.key.id)
         if closing.cancelled() or closing.exception() is None:
             return
         logger.error(
@@ -294,11 +310,17 @@ async def _admit(request: Request, operation: str) -> Call:
         key, ip = request.key, request.client_ip
     else:
         key, ip = await auth.authenticate(request)
-    if len(_in_flight) >= settings.RELAY_MAX_CALLS_IN_FLIGHT:
-        raise metering.too_many_in_flight("process")
-    per_key = settings.RELAY_MAX_CALLS_PER_KEY
-    if per_key and _in_flight_by_key.get(key.id, 0) >= per_key:
-        raise metering.too_many_in_flight("key")
+    _take_slot(key.id)
+    try:
+        call = await _admit_call(request, operation, key, ip)
+    except BaseException:
+        _give_slot(key.id)
+        raise
+    _in_flight.add(call)  # from here on, closing the call gives its slot back
+    return call
+
+
+async def _admit_call(request: Request, operation: str, key: KeyInfo, ip: str | None) -> Call:
     body = await _read_body(request, operation)
     model = body["model"]
     if not key.allows_model(model):
@@ -336,8 +358,6 @@ async def _admit(request: Request, operation: str) -> Call:
         channels=channels,
     )
     await _hold(call)
-    _in_flight.add(call)
-    _in_flight_by_key[key.id] = _in_flight_by_key.get(key.id, 0) + 1
     return call
 
 
