@@ -94,9 +94,14 @@ def free_port() -> int:
 
 
 class ServerThread:
-    """uvicorn serving the ASGI app in a background thread."""
+    """uvicorn serving the ASGI app in a background thread, with the protocol production uses
+    (``http``: config.server's guarded httptools or h11)."""
 
-    def __init__(self, app: str = "config.asgi:application"):
+    def __init__(
+        self,
+        app: str = "config.asgi:application",
+        http: str = "config.server:GuardedHttpToolsProtocol",
+    ):
         self.port = free_port()
         self.server = uvicorn.Server(
             uvicorn.Config(
@@ -105,6 +110,7 @@ class ServerThread:
                 port=self.port,
                 log_level="warning",
                 lifespan="on",
+                http=http,
                 # Client IPs are Sluice's business (TRUSTED_PROXIES), not uvicorn's.
                 proxy_headers=False,
             )
