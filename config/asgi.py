@@ -20,7 +20,10 @@ from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from config.logging import redact_access_logs  # noqa: E402
 from relay import http, upstream, views  # noqa: E402
 
-RELAY_PREFIXES = ("/v1/", "/v1beta/")
+# Matched without regard to case, and the bare prefixes too: a near miss (/V1/chat/completions,
+# /v1) gets the relay's JSON 404 or 405, never the site's HTML page.
+RELAY_ROOTS = ("/v1", "/v1beta")
+RELAY_PREFIXES = tuple(root + "/" for root in RELAY_ROOTS)
 
 
 redact_access_logs()
@@ -38,10 +41,22 @@ async def lifespan(receive, send) -> None:
             return
 
 
+def is_relay_path(path: str) -> bool:
+    path = path.lower()
+    return path.startswith(RELAY_PREFIXES) or path in RELAY_ROOTS
+
+
 async def application(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         await lifespan(receive, send)
-    elif scope["type"] == "http" and scope["path"].startswith(RELAY_PREFIXES):
-        await http.serve(scope, receive, send, views.ROUTES, views.unknown_path)
+    elif scope["type"] == "http" and is_relay_path(scope["path"]):
+        await http.serve(
+            scope,
+            receive,
+            send,
+            views.ROUTES,
+            views.unknown_path,
+            before_body=views.before_body,
+        )
     else:
         await site_application(scope, receive, send)

@@ -7,10 +7,25 @@ the ASGI messages itself, hands a small ``Request`` to the endpoint ``ROUTES`` n
 the ``Response`` or ``StreamingResponse`` it returns. The site (admin, accounts) still goes
 through Django's full stack (config.asgi).
 
-Two things Django did that this keeps: the body limit (checked against Content-Length before
-a byte is read, and counted for a chunked body), and watching for the client's disconnect while
-the endpoint runs, which cancels the endpoint (the relay settles or releases the hold in its own
-shielded step, never relying on that cancellation; see relay.proxy).
+A request is taken in this order, each step answering in the caller's format and none reading
+more than it must:
+
+1. the head: more than RELAY_MAX_HEADERS headers, or more than RELAY_MAX_HEADER_BYTES bytes of
+   names and values, is a 431 (the server's protocol, config.server, bounds a head still
+   arriving and the time it may take);
+2. the declared length: over the body limit (RELAY_MAX_BODY_BYTES for multipart/form-data,
+   RELAY_MAX_JSON_BYTES, or the smaller of the two, for anything else) is a 413, unread;
+3. ``before_body``: whatever can be answered from the head alone (unknown path, wrong method,
+   bad key, spent balance) is answered before a byte of the body is read, so a caller without
+   a valid key cannot make the server hold an upload;
+4. the body, counted as it comes (a chunked body declares no length), whole within
+   RELAY_BODY_TIMEOUT seconds of the head, or a 408.
+
+An answer sent before a body was read whole says ``Connection: close``: uvicorn then closes
+the connection instead of draining (or waiting for) the rest. Then, as Django did, the client's
+disconnect is watched while the endpoint runs, which cancels the endpoint (the relay settles or
+releases the hold in its own shielded step, never relying on that cancellation; see
+relay.proxy). The body is handed over as bytes; the endpoint parses it, once.
 """
 
 import asyncio
@@ -25,6 +40,7 @@ from relay.responses import Request, Response, StreamingResponse
 logger = logging.getLogger(__name__)
 
 Endpoint = Callable[[Request], Awaitable[Response | StreamingResponse]]
+BeforeBody = Callable[[Request], Awaitable[Response | None]]
 
 
 class ClientGone(Exception):
@@ -41,23 +57,66 @@ def internal_error() -> errors.RelayError:
     )
 
 
-def body_too_large() -> errors.RelayError:
+def headers_too_large() -> errors.RelayError:
+    return errors.RelayError(
+        431,
+        f"Request headers are too large: at most {settings.RELAY_MAX_HEADERS} headers and "
+        f"{settings.RELAY_MAX_HEADER_BYTES} bytes of names and values.",
+        code="request_header_fields_too_large",
+        error_type="invalid_request_error",
+        retry=False,
+    )
+
+
+def body_too_large(limit: int) -> errors.RelayError:
     return errors.RelayError(
         413,
-        f"Request body is larger than this server accepts ({settings.RELAY_MAX_BODY_BYTES} bytes).",
+        f"Request body is larger than this server accepts ({limit} bytes).",
         code="request_too_large",
         retry=False,
     )
 
 
-async def read_body(receive, declared: str | None) -> bytes:
-    limit = settings.RELAY_MAX_BODY_BYTES
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise BodyTooLarge
-        except ValueError:
-            raise BodyTooLarge from None
+def body_too_slow() -> errors.RelayError:
+    return errors.RelayError(
+        408,
+        f"The whole request body must arrive within {settings.RELAY_BODY_TIMEOUT:g} s of its "
+        "headers; it did not.",
+        code="request_timeout",
+        error_type="invalid_request_error",
+    )
+
+
+def head_is_too_large(raw_headers) -> bool:
+    if len(raw_headers) > settings.RELAY_MAX_HEADERS:
+        return True
+    size = sum(len(name) + len(value) for name, value in raw_headers)
+    return size > settings.RELAY_MAX_HEADER_BYTES
+
+
+def body_limit(headers: dict[str, str]) -> int:
+    """Multipart uploads (audio, files) may be large; a JSON document much less."""
+    content_type = headers.get("content-type", "").lstrip().lower()
+    if content_type.startswith("multipart/form-data"):
+        return settings.RELAY_MAX_BODY_BYTES
+    return min(settings.RELAY_MAX_JSON_BYTES, settings.RELAY_MAX_BODY_BYTES)
+
+
+def has_body(headers: dict[str, str]) -> bool:
+    return headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+
+
+def declares_too_much(declared: str | None, limit: int) -> bool:
+    if declared is None:
+        return False
+    try:
+        return int(declared) > limit
+    except ValueError:
+        return True
+
+
+async def read_body(receive, limit: int) -> bytes:
+    """The whole body, or ``BodyTooLarge`` as soon as it passes ``limit`` bytes."""
     chunks = []
     received = 0
     while True:
@@ -73,8 +132,20 @@ async def read_body(receive, declared: str | None) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def serve(scope, receive, send, routes: dict[str, Endpoint], fallback: Endpoint) -> None:
-    """Answer one ASGI HTTP request with the endpoint ``routes`` has for its path."""
+async def serve(
+    scope,
+    receive,
+    send,
+    routes: dict[str, Endpoint],
+    fallback: Endpoint,
+    before_body: BeforeBody | None = None,
+) -> None:
+    """Answer one ASGI HTTP request with the endpoint ``routes`` has for its path.
+
+    ``before_body``, if given, sees the request once its head is in: a ``Response`` it returns
+    is sent and the body is never read.
+    """
+    body_deadline = asyncio.get_running_loop().time() + settings.RELAY_BODY_TIMEOUT
     headers = {}
     for name, value in scope["headers"]:
         headers[name.decode("latin-1").lower()] = value.decode("latin-1")
@@ -86,12 +157,33 @@ async def serve(scope, receive, send, routes: dict[str, Endpoint], fallback: End
         peer=client[0] if client else None,
     )
     api = errors.api_for_path(request.path)
+    if head_is_too_large(scope["headers"]):
+        await write_and_close(send, errors.render(headers_too_large(), api=api))
+        return
+    limit = body_limit(headers)
+    if declares_too_much(headers.get("content-length"), limit):
+        await write_and_close(send, errors.render(body_too_large(limit), api=api))
+        return
+    if before_body is not None:
+        try:
+            early = await before_body(request)
+        except Exception:
+            logger.exception("unhandled error before the body of %s", request.path)
+            early = errors.render(internal_error(), api=api)
+        if early is not None:
+            # A request without a body leaves nothing unread: its connection may stay open.
+            await (write_and_close if has_body(headers) else write)(send, early)
+            return
     try:
-        request.body = await read_body(receive, headers.get("content-length"))
+        async with asyncio.timeout_at(body_deadline):
+            request.body = await read_body(receive, limit)
     except ClientGone:
         return
     except BodyTooLarge:
-        await write(send, errors.render(body_too_large(), api=api))
+        await write_and_close(send, errors.render(body_too_large(limit), api=api))
+        return
+    except TimeoutError:
+        await write_and_close(send, errors.render(body_too_slow(), api=api))
         return
 
     endpoint = routes.get(request.path.rstrip("/"), fallback)
@@ -125,6 +217,13 @@ async def write(send, response: Response) -> None:
     start["headers"].append((b"content-length", str(len(response.body)).encode()))
     await send(start)
     await send({"type": "http.response.body", "body": response.body})
+
+
+async def write_and_close(send, response: Response) -> None:
+    """An answer given before the body was read whole: the connection closes after it, so
+    the server neither drains the rest of the body nor waits for it."""
+    response.headers["connection"] = "close"
+    await write(send, response)
 
 
 async def stream(send, response: StreamingResponse, watch: "Watch | None" = None) -> None:

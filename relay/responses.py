@@ -3,6 +3,10 @@
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # relay.auth imports this module (through relay.errors)
+    from relay.auth import KeyInfo
 
 
 @dataclass
@@ -14,6 +18,9 @@ class Request:
     headers: dict[str, str]  # names in lower case; a repeated header keeps its last value
     peer: str | None  # the address the connection came from (see relay.auth.client_ip)
     body: bytes = b""
+    # Set by relay.views.before_body once the key is checked, before the body is read.
+    key: "KeyInfo | None" = None
+    client_ip: str | None = None
 
 
 @dataclass

@@ -1,5 +1,9 @@
-"""The /v1 endpoints: thin async views over relay.proxy, and ``ROUTES``, the path table that
-relay.http serves them by."""
+"""The /v1 endpoints: thin async views over relay.proxy, ``ROUTES``, the path table that
+relay.http serves them by, and ``before_body``, what is answered before a body is read.
+
+Each view names the one method it answers (``view.method``); the operations also name their
+operation (``view.operation``), which is how ``before_body`` knows to check the key.
+"""
 
 import time
 
@@ -8,7 +12,7 @@ from relay import database, errors, proxy
 from relay.auth import authenticate
 from relay.errors import RelayError
 from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES
-from relay.responses import Response
+from relay.responses import Request, Response
 from relay.routing import enabled_channels
 
 
@@ -36,6 +40,8 @@ def _endpoint(operation: str):
         return await proxy.relay(request, operation=operation)
 
     view.__name__ = operation.replace(".", "_")
+    view.method = "POST"
+    view.operation = operation
     return view
 
 
@@ -66,6 +72,9 @@ async def models(request):
     )
 
 
+models.method = "GET"
+
+
 def _usable_models(key) -> set[str]:
     offered = {
         model
@@ -82,6 +91,38 @@ async def unknown_path(request):
     return _refuse(
         request, 404, f"Unknown endpoint: {request.method} {request.path}", "unknown_url"
     )
+
+
+async def before_body(request: Request) -> Response | None:
+    """The answer a request gets from its head alone, or None to read its body and serve it.
+
+    An unknown path (404) or a wrong method (405) needs no body. An operation's key is
+    checked here (401/403), and so is a balance known to be spent, so a caller who will be
+    refused cannot make the server hold an upload first; the key and IP found are kept on the
+    request for admission. /v1/models checks its own key: it has no body.
+    """
+    view = ROUTES.get(request.path.rstrip("/"))
+    if view is None:
+        return await unknown_path(request)
+    allowed = getattr(view, "method", None)
+    if allowed is None:  # a view that declares nothing answers for itself
+        return None
+    if request.method != allowed:
+        return _wrong_method(request, allowed)
+    if getattr(view, "operation", None) is None:
+        return None
+    api = errors.api_for_path(request.path)
+    try:
+        request.key, request.client_ip = await authenticate(request)
+    except RelayError as error:
+        return errors.render(error, api=api)
+    # The "balance known to be at or below zero" check lives with admission, in relay.proxy.
+    refuse_before_body = getattr(proxy, "refuse_before_body", None)
+    if refuse_before_body is not None:
+        refusal = await refuse_before_body(request)
+        if refusal is not None:
+            return errors.render(refusal, api=api)
+    return None
 
 
 ROUTES = {
