@@ -648,7 +648,7 @@ def _upstream_broke() -> RelayError:
 
 
 # Anything shaped like an API key ("sk-...", "sk-ant-...", a key masked as "sk-abc***xyz").
-KEY_PATTERN = re.compile(r"\b(?:sk|ak|pk|key)-[A-Za-z0-9_\-*.]{4,}", re.IGNORECASE)
+KEY_PATTERN = re.compile(r"\bsk-[A-Za-z0-9_\-*.]{4,}", re.IGNORECASE)
 
 
 def _scrub(text: str, channel: ChannelInfo) -> str:
