@@ -439,7 +439,7 @@ def start_sluice(procs: Processes, env: dict, logs: Path, workers: int):
             "--loop",
             "uvloop",
             "--http",
-            "httptools",
+            "config.server:GuardedHttpToolsProtocol",
             "--no-access-log",
             "--no-proxy-headers",
         ],

@@ -84,7 +84,7 @@ def test_the_production_stack_relays_bills_and_sweeps_holds(
             "--loop",
             "uvloop",
             "--http",
-            "httptools",
+            "config.server:GuardedHttpToolsProtocol",
             "--no-access-log",
             "--no-proxy-headers",
         ],
