@@ -1,10 +1,15 @@
 """A relayed call, end to end.
 
-Admission, on the event loop: key (relay.auth) -> body and model checks -> price -> channels
-that serve the user's group (all read through this process's memo) -> hold (placed by the
-ledger writer, billing.writer). Then the upstream request, another channel on failure while the
-client has seen nothing, the answer streamed as it arrives. Last: settle the hold exactly once,
-with its journal row (the ledger writer again; a plain answer waits for that commit).
+Admission, on the event loop: key (relay.auth, already checked from the headers by
+relay.views.before_body) -> a slot among the calls in flight -> body parsed once and checked
+(relay.validation) -> model and price -> channels that serve the user's group (all read
+through this process's memo) -> paid options priced or refused, input counted the way the
+serving family bills it -> hold covering the most the call can cost (relay.metering; placed
+by the ledger writer, billing.writer). Then the upstream request, with exactly the output limit
+the hold covers, another channel on failure while the client has seen nothing, the answer
+streamed as it arrives. Last: settle the hold exactly once, for the upstream's usage if it is
+believable (relay.metering), with its journal row (the ledger writer again; a plain answer
+waits for that commit).
 
 Settlement never depends on ``CancelledError`` reaching this code: every way a call ends
 (answer sent, upstream failure, client gone while waiting, client gone mid-stream, a stalled
@@ -161,14 +166,20 @@ class Call:
                 output_tokens=local_output() if callable(local_output) else local_output,
             )
 
-        usage, flag, raw = metering.billable_usage(
-            reported,
-            local=local,
-            local_input=self.input_tokens + self.audio_input_tokens,
-            output_cap=self.price.max_output_tokens if self.output_cap is None else self.output_cap,
-            web_search_cap=self.options.web_searches,
-            problem=problem,
-        )
+        try:
+            usage, flag, raw = metering.billable_usage(
+                reported,
+                local=local,
+                local_input=self.input_tokens + self.audio_input_tokens,
+                output_cap=(
+                    self.price.max_output_tokens if self.output_cap is None else self.output_cap
+                ),
+                web_search_cap=self.options.web_searches,
+                problem=problem,
+            )
+        except Exception:  # a bug must not leave the answer unbilled: bill the local counts
+            logger.exception("checking the upstream usage of hold %s failed", self.hold.id)
+            usage, flag, raw = local(), UsageLog.UsageFlag.REJECTED, None
         if self.options.searches_per_call and usage.web_search_calls == 0:
             usage = replace(usage, web_search_calls=1)  # OpenAI reports no count: one per call
         if flag != UsageLog.UsageFlag.TRUSTED:
