@@ -282,6 +282,11 @@ _out_of_credit = LocalMemo(seconds=3, max_entries=10_000)
 CHECK_BALANCE_ABOVE_BYTES = 1024 * 1024
 
 
+def forget_spent_balances() -> None:
+    """Forget which users and keys this process saw refused for a spent balance."""
+    _out_of_credit.clear()
+
+
 def out_of_credit(limit: str, amount: int | None = None) -> RelayError:
     whose = "This API key's own quota" if limit == "key" else "Your account balance"
     needs = f" (it needs up to {amount} quota)" if amount is not None else ""

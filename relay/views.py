@@ -116,12 +116,9 @@ async def before_body(request: Request) -> Response | None:
         request.key, request.client_ip = await authenticate(request)
     except RelayError as error:
         return errors.render(error, api=api)
-    # The "balance known to be at or below zero" check lives with admission, in relay.proxy.
-    refuse_before_body = getattr(proxy, "refuse_before_body", None)
-    if refuse_before_body is not None:
-        refusal = await refuse_before_body(request)
-        if refusal is not None:
-            return errors.render(refusal, api=api)
+    refusal = await proxy.refuse_before_body(request)  # a balance known to be spent
+    if refusal is not None:
+        return errors.render(refusal, api=api)
     return None
 
 

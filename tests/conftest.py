@@ -24,7 +24,7 @@ from accounts.services import create_api_key, create_user
 from billing import services as billing
 from billing.default_prices import load_default_prices
 from billing.models import ModelPrice
-from relay import auth, routing
+from relay import auth, proxy, routing
 from relay.models import Channel
 from tests.mock_upstream import mock_upstream  # noqa: F401 (a fixture)
 
@@ -83,6 +83,7 @@ def fresh_caches():
     cache.clear()
     routing.forget_channels()
     auth.forget_keys([])
+    proxy.forget_spent_balances()
     yield
     cache.clear()
 

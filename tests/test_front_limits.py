@@ -24,6 +24,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from accounts.models import ApiKey
 from accounts.services import create_api_key
+from billing import services as billing
 from billing.models import Hold, UsageLog
 from config import server
 from relay import proxy
@@ -234,6 +235,55 @@ def test_a_spent_balance_hook_in_admission_refuses_before_the_body(
         assert openai_error(response, 429)["code"] == "insufficient_quota"
     else:
         assert api_error(response, api, 402)["type"] == "billing_error"
+
+
+def test_a_spent_balance_is_refused_before_a_large_body_is_read(
+    server_url, alice, alice_key, openai_channel
+):
+    billing.grant(user=alice, amount=-alice.quota, note="spent")
+    sock = connect(server_url, timeout=5)
+    with sock:
+        sock.sendall(
+            head(
+                "/v1/chat/completions",
+                [
+                    key_header("openai", alice_key),
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", 15 * 1024 * 1024),
+                ],
+            )
+        )
+        # Not a byte of the body is sent: the balance is checked from the headers.
+        assert openai_error(read_response(sock), 429)["code"] == "insufficient_quota"
+    assert nothing_held()
+
+
+def test_after_a_refusal_for_a_spent_balance_even_small_bodies_are_refused_unread(
+    server_url, alice, alice_key, openai_channel
+):
+    billing.grant(user=alice, amount=-alice.quota, note="spent")
+    body = json.dumps(APIS["openai"][1]).encode()
+    first = httpx.post(
+        f"{server_url}/v1/chat/completions",
+        content=body,
+        headers={"Authorization": f"Bearer {alice_key}", "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert first.status_code == 429
+    sock = connect(server_url, timeout=5)
+    with sock:
+        sock.sendall(
+            head(
+                "/v1/chat/completions",
+                [
+                    key_header("openai", alice_key),
+                    ("Content-Type", "application/json"),
+                    ("Content-Length", len(body)),
+                ],
+            )
+        )
+        assert openai_error(read_response(sock), 429)["code"] == "insufficient_quota"
+    assert nothing_held()
 
 
 def test_a_valid_key_still_gets_its_answer(server_url, alice_key, openai_channel):
