@@ -798,7 +798,7 @@ async def _stream(call, response, chunks, parser, first, translator: Translator)
     except (httpx.HTTPError, conversions.UpstreamStreamError) as problem:
         status = UsageLog.Status.UPSTREAM_ERROR
         logger.warning("stream from channel %s broke: %s", call.channel.id, type(problem).__name__)
-        yield _stream_error(call)
+        yield _stream_error(call, getattr(problem, "error_type", "api_error"))
     except Exception:  # a malformed event no translator foresaw: end the stream cleanly
         status = UsageLog.Status.UPSTREAM_ERROR
         logger.exception("stream from channel %s could not be translated", call.channel.id)
@@ -840,11 +840,15 @@ async def _close_quietly(response: httpx.Response) -> None:
         pass
 
 
-def _stream_error(call: Call) -> bytes:
+def _stream_error(call: Call, error_type: str = "api_error") -> bytes:
+    """The event that ends a broken stream, in the client's format; an Anthropic client keeps
+    the kind of error the upstream named (``overloaded_error``...) when it is one of Anthropic's."""
     message = "The upstream stream broke off. The answer is incomplete."
     if call.client_dialect == "anthropic":
+        if error_type not in errors.ANTHROPIC_TYPES.values():
+            error_type = "api_error"
         return anthropic_sse(
-            "error", {"type": "error", "error": {"type": "api_error", "message": message}}
+            "error", {"type": "error", "error": {"type": error_type, "message": message}}
         )
     return openai_sse(
         {

@@ -236,3 +236,36 @@ def test_a_settlement_that_fails_leaves_the_hold_delivered_and_the_sweep_charges
     assert log.quota == hold.delivered_quota and log.usage_flag == "settled_late"
     assert spent(alice) == hold.delivered_quota
     books_balance()
+
+
+def test_an_anthropic_error_event_reaches_an_anthropic_client_with_its_kind(
+    relay_url, alice, alice_key, anthropic_channel, mock_upstream, books_balance
+):
+    start = {
+        "type": "message_start",
+        "message": {"id": "m", "role": "assistant", "content": [], "usage": {"input_tokens": 9}},
+    }
+    overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
+    mock_upstream.script(
+        {
+            "raw_stream": [
+                f"event: message_start\ndata: {json.dumps(start)}\n\n".encode(),
+                f"event: error\ndata: {json.dumps(overloaded)}\n\n".encode(),
+            ]
+        }
+    )
+
+    with httpx.stream(
+        "POST",
+        relay_url + "/v1/messages",
+        json={"model": "claude-haiku-4-5", "max_tokens": 50, "messages": PROMPT, "stream": True},
+        headers={"x-api-key": alice_key, "anthropic-version": "2023-06-01"},
+        timeout=30,
+    ) as response:
+        body = response.read()
+
+    last = json.loads(body.strip().split(b"\n\n")[-1].split(b"data: ", 1)[1])
+    assert last["error"]["type"] == "overloaded_error"
+    [log] = settled_usage(1)
+    assert log.status == UsageLog.Status.UPSTREAM_ERROR
+    books_balance()
