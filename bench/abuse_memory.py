@@ -18,7 +18,6 @@ were answered or closed. Everything runs on 127.0.0.1 and stops by itself.
 
 import argparse
 import asyncio
-import socket
 import sys
 import tempfile
 import time
@@ -40,18 +39,6 @@ def worker_pid(leader: int) -> int:
     """The uvicorn worker (the leader's child), or the leader itself with one process."""
     children = bench.child_pids(leader)
     return children[0] if children else leader
-
-
-async def send_raw(port: int, payload: bytes, *, wait: float) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(payload)
-    await writer.drain()
-    try:
-        return await asyncio.wait_for(reader.read(4096), timeout=wait)
-    except TimeoutError:
-        return b"(no answer)"
-    finally:
-        writer.close()
 
 
 def request_head(path: str, length: int, key: str | None) -> bytes:
@@ -151,14 +138,12 @@ def main() -> int:
         print(f"worker RSS at rest: {rss_mb(pid):.0f} MB")
 
         statuses = asyncio.run(bogus_models(url, key, 1000, 100_000))
-        print(f"1,000 unique 100 KB model names (1 MB bodies): {statuses}; RSS {rss_mb(pid):.0f} MB")
+        print(f"1,000 unique 100 KB model names (1 MB bodies): {statuses}; RSS {rss_mb(pid):.0f}")
         statuses = asyncio.run(bogus_models(url, key, 1000, 10))
         print(f"1,000 unique short bogus model names: {statuses}; RSS {rss_mb(pid):.0f} MB")
 
         for who, presented in (("a valid key", key), ("no key", None)):
-            peak, outcomes = asyncio.run(
-                stalled_bodies(port, presented, 100, lambda: rss_mb(pid))
-            )
+            peak, outcomes = asyncio.run(stalled_bodies(port, presented, 100, lambda: rss_mb(pid)))
             print(
                 f"100 stalled 15 MB uploads with {who}: peak RSS {peak:.0f} MB, "
                 f"ended as {outcomes}; RSS after {rss_mb(pid):.0f} MB"
