@@ -139,8 +139,7 @@ def main() -> int:
 
         statuses = asyncio.run(bogus_models(url, key, 1000, 100_000))
         print(
-            f"1,000 unique 100 KB model names (1 MB bodies): {statuses}; "
-            f"RSS {rss_mb(pid):.0f} MB"
+            f"1,000 unique 100 KB model names (1 MB bodies): {statuses}; RSS {rss_mb(pid):.0f} MB"
         )
         statuses = asyncio.run(bogus_models(url, key, 1000, 10))
         print(f"1,000 unique short bogus model names: {statuses}; RSS {rss_mb(pid):.0f} MB")
