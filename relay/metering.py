@@ -25,15 +25,9 @@ from django.conf import settings
 from billing.models import UsageLog
 from billing.pricing import Price, TokenUsage
 from relay.errors import RelayError, invalid_request
-from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES
+from relay.operations import Operation
+from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS
 
-# Every spelling of the output limit in each client format.
-OUTPUT_LIMIT_FIELDS = {
-    CHAT: ("max_completion_tokens", "max_tokens"),
-    COMPLETIONS: ("max_tokens",),
-    MESSAGES: ("max_tokens",),
-    EMBEDDINGS: (),
-}
 # OpenAI models that take only `max_completion_tokens` (they refuse `max_tokens`).
 COMPLETION_TOKENS_ONLY = ("o1", "o3", "o4", "gpt-5")
 # Reported input this far above the local count (×, plus tokens of overhead such as tool
@@ -45,30 +39,27 @@ INPUT_TRUST_MARGIN = 2048
 OUTPUT_TRUST_FACTOR = 4
 
 
-def output_limit(operation: str, body: dict) -> int | None:
+def output_limit(operation: Operation, body: dict) -> int | None:
     """The output limit the client asked for: the smallest of its format's spellings."""
     named = [
-        body[name] for name in OUTPUT_LIMIT_FIELDS[operation] if isinstance(body.get(name), int)
+        body[name]
+        for name in operation.output_limit_fields
+        if isinstance(body.get(name), int) and not isinstance(body.get(name), bool)
     ]
     return min(named) if named else None
 
 
-def client_limit_spelling(operation: str, body: dict) -> str | None:
+def client_limit_spelling(operation: Operation, body: dict) -> str | None:
     """The spelling the client used for its limit (kept when the upstream speaks its format)."""
-    for name in OUTPUT_LIMIT_FIELDS[operation]:
+    for name in operation.output_limit_fields:
         if name in body:
             return name
     return None
 
 
-def choices(operation: str, body: dict) -> int:
-    """How many outputs the request asks for: each one is billed."""
-    if operation == CHAT:
-        return _positive(body.get("n"))
-    if operation == COMPLETIONS:
-        # best_of generates that many completions upstream (and bills them) to return n.
-        return max(_positive(body.get("n")), _positive(body.get("best_of")))
-    return 1
+def choices(operation: Operation, body: dict) -> int:
+    """How many outputs the request asks for (``n``, ``best_of``): each one is billed."""
+    return max((_positive(body.get(name)) for name in operation.choice_fields), default=1)
 
 
 def _positive(value) -> int:

@@ -1,17 +1,19 @@
 """The /v1 endpoints: thin async views over relay.proxy, ``ROUTES``, the path table that
 relay.http serves them by, and ``before_body``, what is answered before a body is read.
 
-Each view names the one method it answers (``view.method``); the operations also name their
-operation (``view.operation``), which is how ``before_body`` knows to check the key.
+The operations' routes come from their table (relay.operations): one view per operation.
+Each view names the one method it answers (``view.method``); the operations' views also
+carry their operation (``view.operation``), which is how ``before_body`` knows to check the
+key.
 """
 
 import time
 
 from billing.models import ModelPrice
-from relay import database, errors, proxy
+from relay import admission, database, errors, proxy
 from relay.auth import authenticate
 from relay.errors import RelayError
-from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES
+from relay.operations import OPERATIONS, Operation, client_format_of_path
 from relay.responses import Request, Response
 from relay.routing import enabled_channels
 
@@ -19,7 +21,7 @@ from relay.routing import enabled_channels
 def _refuse(request, status: int, message: str, code: str):
     """A refusal in the format of the API the path belongs to."""
     error = RelayError(status, message, code=code, retry=False)
-    return errors.render(error, api=errors.api_for_path(request.path))
+    return errors.render(error, api=client_format_of_path(request.path))
 
 
 def _wrong_method(request, allowed: str):
@@ -33,22 +35,16 @@ def _wrong_method(request, allowed: str):
     return response
 
 
-def _endpoint(operation: str):
+def _endpoint(operation: Operation):
     async def view(request):
-        if request.method != "POST":
-            return _wrong_method(request, "POST")
-        return await proxy.relay(request, operation=operation)
+        if request.method != operation.method:
+            return _wrong_method(request, operation.method)
+        return await proxy.relay(request, operation=operation.name)
 
-    view.__name__ = operation.replace(".", "_")
-    view.method = "POST"
+    view.__name__ = operation.name
+    view.method = operation.method
     view.operation = operation
     return view
-
-
-chat_completions = _endpoint(CHAT)
-completions = _endpoint(COMPLETIONS)
-embeddings = _endpoint(EMBEDDINGS)
-messages = _endpoint(MESSAGES)
 
 
 async def models(request):
@@ -111,21 +107,15 @@ async def before_body(request: Request) -> Response | None:
         return _wrong_method(request, allowed)
     if getattr(view, "operation", None) is None:
         return None
-    api = errors.api_for_path(request.path)
+    api = view.operation.client_format
     try:
         request.key, request.client_ip = await authenticate(request)
     except RelayError as error:
         return errors.render(error, api=api)
-    refusal = await proxy.refuse_before_body(request)  # a balance known to be spent
+    refusal = await admission.refuse_before_body(request)  # a balance known to be spent
     if refusal is not None:
         return errors.render(refusal, api=api)
     return None
 
 
-ROUTES = {
-    "/v1/chat/completions": chat_completions,
-    "/v1/completions": completions,
-    "/v1/embeddings": embeddings,
-    "/v1/messages": messages,
-    "/v1/models": models,
-}
+ROUTES = {op.path: _endpoint(op) for op in OPERATIONS.values()} | {"/v1/models": models}

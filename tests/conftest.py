@@ -24,7 +24,7 @@ from accounts.services import create_api_key, create_user
 from billing import services as billing
 from billing.default_prices import load_default_prices
 from billing.models import ModelPrice
-from relay import auth, proxy, routing
+from relay import admission, auth, routing
 from relay.models import Channel
 from tests.mock_upstream import mock_upstream  # noqa: F401 (a fixture)
 
@@ -83,7 +83,7 @@ def fresh_caches():
     cache.clear()
     routing.forget_channels()
     auth.forget_keys([])
-    proxy.forget_spent_balances()
+    admission.forget_spent_balances()
     yield
     cache.clear()
 
@@ -151,7 +151,7 @@ def relay_url(relay_server, transactional_db):
     at [DONE] is ahead of the settlement) so none of them settles into the next test's tables.
     """
     yield relay_server.url
-    from relay.proxy import calls_in_flight
+    from relay.calls import calls_in_flight
 
     eventually(lambda: calls_in_flight() == 0, timeout=15)
 

@@ -27,8 +27,9 @@ from billing.models import Hold, ModelPrice, UsageLog
 from billing.pricing import Price, TokenUsage
 from relay import tokens
 from relay.auth import KeyInfo
+from relay.calls import Call
+from relay.operations import OPERATIONS
 from relay.providers.base import CHAT
-from relay.proxy import Call
 from tests.conftest import ALICE_CREDIT, eventually, settled_usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -393,7 +394,7 @@ def held_call(user) -> Call:
             allowed_models=(),
             allowed_ips=(),
         ),
-        operation=CHAT,
+        operation=OPERATIONS[CHAT],
         body={},
         model="gpt-4o",
         stream=True,
@@ -412,7 +413,7 @@ def test_a_stream_whose_body_never_started_gives_the_hold_back(alice, alice_key,
     """The client vanished while the headers were being sent: the body iterator never ran
     (so its finally never will), yet the hold goes back and the upstream call is cancelled."""
     from relay import http
-    from relay.proxy import stream_response
+    from relay.calls import stream_response
 
     call = held_call(alice)
     closed, bodies = [], []
@@ -429,7 +430,8 @@ def test_a_stream_whose_body_never_started_gives_the_hold_back(alice, alice_key,
         await asyncio.Event().wait()  # blocked on a client that will never read
 
     async def client_leaves_while_headers_are_sent():
-        response = stream_response(call, Upstream(), never_iterated())
+        upstream = Upstream()
+        response = stream_response(call, never_iterated(), on_unsent=upstream.aclose)
         sending = asyncio.ensure_future(http.stream(send, response, watch=None))
         await asyncio.sleep(0.05)
         sending.cancel()  # what relay.http.Watch does when the client disconnects
@@ -455,7 +457,8 @@ def test_a_hold_placed_for_a_client_that_left_during_admission_is_given_back(
     its hold right then. Nobody would settle that hold: it must be released, not left to the
     expiry sweep."""
     from billing import writer
-    from relay import proxy
+    from relay import admission as admitting
+    from relay import calls
     from relay.responses import Request
 
     request = Request(
@@ -481,7 +484,7 @@ def test_a_hold_placed_for_a_client_that_left_during_admission_is_given_back(
 
     async def client_leaves_during_admission():
         nonlocal admission
-        admission = asyncio.ensure_future(proxy._admit(request, CHAT))
+        admission = asyncio.ensure_future(admitting.admit(request, OPERATIONS[CHAT]))
         with pytest.raises(asyncio.CancelledError):
             await admission
         for _ in range(500):  # let the orphaned hold's release run on this loop
@@ -506,5 +509,5 @@ def test_a_hold_placed_for_a_client_that_left_during_admission_is_given_back(
     [hold] = Hold.objects.all()
     assert hold.status == Hold.Status.RELEASED
     assert User.objects.get(id=alice.id).quota == ALICE_CREDIT
-    assert proxy.calls_in_flight() == 0
+    assert calls.calls_in_flight() == 0
     books_balance()

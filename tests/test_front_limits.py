@@ -27,7 +27,7 @@ from accounts.services import create_api_key
 from billing import services as billing
 from billing.models import Hold, UsageLog
 from config import server
-from relay import proxy
+from relay import admission, calls
 from relay.errors import RelayError
 from tests.conftest import ServerThread, eventually
 
@@ -65,7 +65,7 @@ def server_url(request, servers, transactional_db):
     """Base URL of a relay served by one of the guarded protocols; at teardown, waits for the
     calls left in flight (as conftest's relay_url does)."""
     yield servers[request.param].url
-    eventually(lambda: proxy.calls_in_flight() == 0, timeout=15)
+    eventually(lambda: calls.calls_in_flight() == 0, timeout=15)
 
 
 # --- Raw HTTP --------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ def test_a_spent_balance_hook_in_admission_refuses_before_the_body(
         seen.append((request.key.id, request.key.user_id, request.client_ip))
         return RelayError(429, "Your account balance is spent.", code="insufficient_quota")
 
-    monkeypatch.setattr(proxy, "refuse_before_body", refuse_before_body, raising=False)
+    monkeypatch.setattr(admission, "refuse_before_body", refuse_before_body)
     sock = connect(server_url, timeout=5)
     with sock:
         sock.sendall(

@@ -330,7 +330,7 @@ def test_a_tool_call_streams_and_the_final_message_holds_its_input(
 # --- Settlement when the client leaves at the very end ------------------------------------
 # The SDKs close the connection as soon as they read message_stop (or [DONE]), without reading
 # the end of the body, so the relay's task is often cancelled just after the last event. These
-# drive relay.proxy._stream directly, to place that cancellation exactly.
+# drive relay.proxy.stream_answer directly, to place that cancellation exactly.
 
 STREAM_USAGE = TokenUsage(input_tokens=30, cached_input_tokens=500, output_tokens=9)
 
@@ -353,7 +353,7 @@ def anthropic_stream_bytes() -> list[bytes]:
 
 
 class RecordingCall:
-    """The part of relay.proxy.Call a stream uses, keeping what it was settled with."""
+    """The part of relay.calls.Call a stream uses, keeping what it was settled with."""
 
     model = MODEL
     channel = SimpleNamespace(id=1)
@@ -394,7 +394,7 @@ def leave_at_the_end(upstream: Upstream, *, during_close: bool = False) -> list:
         got_everything = asyncio.Event()
 
         async def client():
-            stream = proxy._stream(
+            stream = proxy.stream_answer(
                 call, upstream, upstream.aiter_raw(), EventParser(), [], AnthropicPassthrough()
             )
             async for data in stream:
@@ -429,7 +429,7 @@ def test_a_client_that_leaves_before_message_stop_is_billed_for_what_it_was_sent
     upstream = Upstream(ends=False, closes=True)
 
     async def client():
-        stream = proxy._stream(
+        stream = proxy.stream_answer(
             call, upstream, upstream.aiter_raw(), EventParser(), [], AnthropicPassthrough()
         )
         async for data in stream:

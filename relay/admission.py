@@ -1,0 +1,281 @@
+"""Admission: everything a call goes through before its upstream request, ending in its hold.
+
+On the event loop: the key (relay.auth; usually already checked from the headers, before the
+body, by ``refuse_before_body``'s caller) -> a slot among the calls in flight -> the body,
+parsed once and checked against its operation's shape (relay.validation) -> model and price ->
+channels that serve the user's group (all read through this process's memo, with a thread hop
+only when that is stale) -> paid options priced or refused and the input counted the way the
+serving family bills it -> the hold, covering the most the call can cost (relay.metering),
+placed by the ledger writer (billing.writer). If the client leaves while the hold is being
+placed, it is given back.
+
+``admit`` is the public entry: /v1 endpoints call it, and so will /mj.
+"""
+
+import asyncio
+from dataclasses import replace
+
+from django.conf import settings
+
+from billing import services as billing
+from billing import writer
+from billing.models import Hold
+from billing.pricing import Demand, Price, group_ratio_for, price_for
+from config.cache import LocalMemo, memo
+from relay import auth, database, metering, routing, tokens, validation
+from relay.auth import KeyInfo
+from relay.calls import Call, give_slot, take_slot, track
+from relay.errors import RelayError
+from relay.operations import Format, Operation
+from relay.providers import provider_for
+from relay.responses import Request
+from relay.routing import ChannelInfo, channels_for, channels_version, enabled_channels
+
+# Client headers passed to the upstream (versions and beta flags; never auth or cookies).
+FORWARDED_HEADERS = {"anthropic-version", "anthropic-beta", "openai-beta"}
+# Bodies up to this size are parsed and counted on the event loop (a few microseconds per
+# kilobyte); bigger ones (long documents, base64 images) in a worker thread.
+COUNT_INLINE_BYTES = 64 * 1024
+
+# Users and keys whose last hold was refused for want of credit, for a few seconds: their
+# next calls are refused from the headers, before a byte of the body is read.
+_out_of_credit = LocalMemo(seconds=3, max_entries=10_000)
+# Bodies larger than this are not read before the balance is checked in the database.
+CHECK_BALANCE_ABOVE_BYTES = 1024 * 1024
+
+
+def forget_spent_balances() -> None:
+    """Forget which users and keys this process saw refused for a spent balance."""
+    _out_of_credit.clear()
+
+
+def out_of_credit(limit: str, amount: int | None = None) -> RelayError:
+    whose = "This API key's own quota" if limit == "key" else "Your account balance"
+    needs = f" (it needs up to {amount} quota)" if amount is not None else ""
+    return RelayError(
+        429,
+        f"{whose} is too low for this request{needs}. Top up, or lower max_tokens.",
+        code="insufficient_quota",
+        error_type="insufficient_quota",
+        retry=False,
+    )
+
+
+async def refuse_before_body(request: Request) -> RelayError | None:
+    """Why a call whose key is known must not send its body, if it must not: its balance (or
+    its key's allowance) is at or below zero."""
+    key: KeyInfo = request.key
+    if _out_of_credit.lookup(("user", key.user_id))[0]:
+        return out_of_credit("balance")
+    if not key.unlimited_quota and _out_of_credit.lookup(("key", key.id))[0]:
+        return out_of_credit("key")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) <= CHECK_BALANCE_ABOVE_BYTES:
+        return None  # small bodies: the hold itself checks the balance
+    limit = await database.run(billing.spent_limit, user_id=key.user_id, api_key_id=key.id)
+    return out_of_credit(limit) if limit else None
+
+
+async def admit(request: Request, operation: Operation) -> Call:
+    """The call, admitted with its hold; or the RelayError that refuses it (the module's
+    docstring has the steps). The caller must end the call (``settle`` or ``release``)."""
+    if request.key is not None:  # checked by relay.views.before_body, from the headers
+        key, ip = request.key, request.client_ip
+    else:
+        key, ip = await auth.authenticate(request)
+    take_slot(key.id)
+    try:
+        call = await _admit_call(request, operation, key, ip)
+    except BaseException:
+        give_slot(key.id)
+        raise
+    track(call)  # from here on, closing the call gives its slot back
+    return call
+
+
+async def _admit_call(
+    request: Request, operation: Operation, key: KeyInfo, ip: str | None
+) -> Call:
+    body = await _read_body(request, operation)
+    model = body["model"]
+    if not key.allows_model(model):
+        raise RelayError(
+            403,
+            f"This API key is not allowed to use the model '{model}'.",
+            code="model_not_allowed",
+            retry=False,
+        )
+    price = await _price(model)
+    group_ratio = await database.remembered(("group", key.group), group_ratio_for, key.group)
+    channels = await _channels(request, key, model, operation)
+    formats = {provider_for(channel.type).dialect for channel in channels}
+    options = metering.paid_options(
+        operation.name, body, request.body, request.headers, price, anthropic="anthropic" in formats
+    )
+    input_tokens, audio_tokens = await _count_input(request, operation, body, model, formats)
+    metering.refuse_audio_input(price, audio_tokens)
+    call = Call(
+        key=key,
+        operation=operation,
+        body=body,
+        raw_body=request.body,
+        model=model,
+        stream=bool(body.get("stream")) and operation.streams,
+        client_ip=ip,
+        price=price,
+        group_ratio=group_ratio * options.tier_ratio,
+        input_tokens=input_tokens,
+        audio_input_tokens=audio_tokens,
+        options=options,
+        client_headers={
+            name: value for name, value in request.headers.items() if name in FORWARDED_HEADERS
+        },
+        channels=channels,
+    )
+    await _hold(call)
+    return call
+
+
+async def _read_body(request: Request, operation: Operation) -> dict:
+    """The body, parsed once and checked against the operation's shape (400 naming the bad
+    field); a big one off the event loop."""
+    if len(request.body) <= COUNT_INLINE_BYTES:
+        return _parsed(request.body, operation)
+    return await asyncio.to_thread(_parsed, request.body, operation)
+
+
+def _parsed(raw: bytes, operation: Operation) -> dict:
+    body = validation.parse_json(raw)
+    validation.validate_request(operation.name, body)
+    return body
+
+
+async def _price(model: str) -> Price:
+    """The model's price; only a priced model is remembered (unknown names are unbounded)."""
+    found, price = memo.lookup(("price", model))
+    if not found:
+        price = await database.run(price_for, model)
+        if price is not None:
+            memo.put(("price", model), price)
+    if price is None:
+        raise RelayError(
+            404,
+            f"The model '{model}' does not exist or has no price on this site.",
+            code="model_not_found",
+            retry=False,
+        )
+    return price
+
+
+async def _hold(call: Call) -> None:
+    """Place the call's hold: the most it can cost, or, when it named no output limit and the
+    balance is short, as much as the balance covers (the upstream is then asked for less)."""
+    named = metering.output_limit(call.operation, call.body)
+    choices = metering.choices(call.operation, call.body)
+    most = max(call.price.max_output_tokens, 1) if call.operation.produces_output else 0
+    limit = most if named is None else min(named, most)
+    options = call.options
+    demand = Demand(
+        input_tokens=call.input_tokens,
+        output_tokens=limit,
+        choices=choices,
+        audio_input_tokens=call.audio_input_tokens,
+        audio_output=options.audio_output,
+        cache_writes=options.cache_writes,
+        web_searches=options.web_searches,
+    )
+    full = call.price.most(demand, call.group_ratio)
+    least = full
+    if named is None and limit > 1:
+        least = call.price.most(replace(demand, output_tokens=1), call.group_ratio)
+    placing = writer.submit(
+        billing.Reserve(
+            user_id=call.key.user_id,
+            api_key_id=call.key.id,
+            unlimited_key=call.key.unlimited_quota,
+            amount=full,
+            minimum=least,
+        )
+    )
+    try:
+        outcome = await asyncio.shield(placing)
+    except asyncio.CancelledError:
+        # The client left while the hold was being placed: nobody will settle it.
+        placing.add_done_callback(_release_orphan)
+        raise
+    if isinstance(outcome, billing.InsufficientQuota):
+        if outcome.spent:
+            who = ("key", call.key.id) if outcome.limit == "key" else ("user", call.key.user_id)
+            _out_of_credit.put(who, True)
+        raise out_of_credit(outcome.limit, least)
+    if isinstance(outcome, Exception):
+        raise outcome
+    call.hold = outcome
+    if outcome.amount < full:
+        limit = call.price.output_covered(outcome.amount, demand, call.group_ratio)
+        sent = limit if settings.RELAY_CAP_OUTPUT_TO_BALANCE else None
+    else:
+        sent = limit if named is not None or settings.RELAY_CAP_OUTPUT_TO_BALANCE else None
+    if call.operation.produces_output:
+        call.output_limit = sent
+    call.output_cap = (sent if sent is not None else most) * choices
+    call.limit_spelling = metering.client_limit_spelling(call.operation, call.body)
+
+
+def _release_orphan(placing: asyncio.Future) -> None:
+    hold = placing.result()
+    if isinstance(hold, Hold):
+        writer.submit(billing.Release(hold))
+
+
+async def _channels(
+    request: Request, key: KeyInfo, model: str, operation: Operation
+) -> list[ChannelInfo]:
+    """The channels to try, in order; or why there are none."""
+    version = await database.remembered("channels-version", channels_version)
+    enabled = routing.current_snapshot(version)
+    if enabled is None:
+        enabled = await database.run(enabled_channels, version)
+    channels = channels_for(enabled, group=key.group, model=model, types=operation.served_by)
+    if channels:
+        return channels
+    # A model offered only by channels that cannot do this operation (a Claude model on
+    # /v1/embeddings) is usable elsewhere: say so rather than that nobody offers it.
+    offered = any(channel.serves(group=key.group, model=model) for channel in enabled)
+    raise RelayError(
+        404,
+        f"The model '{model}' cannot be used with {request.path}."
+        if offered
+        else f"No channel offers the model '{model}' to your group ('{key.group}').",
+        code="model_not_found",
+        retry=False,
+    )
+
+
+async def _count_input(
+    request: Request, operation: Operation, body: dict, model: str, formats: set[Format]
+) -> tuple[int, int]:
+    """(input tokens, audio input tokens), counted the way the dearest channel family that
+    may serve the call bills them."""
+    if len(request.body) <= COUNT_INLINE_BYTES:
+        return _count_input_now(operation, body, model, formats)
+    return await asyncio.to_thread(_count_input_now, operation, body, model, formats)
+
+
+def _count_input_now(
+    operation: Operation, body: dict, model: str, formats: set[Format]
+) -> tuple[int, int]:
+    if operation.input == "messages":
+        system = body.get("system") if operation.client_format == "anthropic" else None
+        tokens_by_family = [
+            tokens.count_messages(
+                body.get("messages") or [],
+                model,
+                system=system,
+                tools=body.get("tools"),
+                media=family,
+            )
+            for family in sorted(formats) or ["openai"]
+        ]
+        return max(tokens_by_family), tokens.count_audio_input(body.get("messages") or [])
+    return tokens.count_input(body.get(operation.input, ""), model), 0

@@ -1,0 +1,239 @@
+"""A call's money steps: its hold, settled exactly once or released, and the registry of calls
+in flight. Used by every endpoint that spends quota (/v1 today, /mj next): admission
+(relay.admission) makes a ``Call`` with its hold; whatever serves it ends it through
+``Call.settle`` or ``Call.release``.
+
+Settlement never depends on ``CancelledError`` reaching the serving code: every way a call
+ends (answer sent, upstream failure, client gone while waiting, client gone mid-stream, a
+stalled reader that vanishes) goes through ``settle`` or ``release``, both idempotent and
+shielded from cancellation, and the hold's expiry is the backstop if the worker itself dies.
+If a settlement cannot be written, the hold is marked delivered (``billing.Deliver``) so the
+expiry sweep charges it instead of releasing it.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+from django.conf import settings
+
+from billing import services as billing
+from billing import writer
+from billing.models import Hold, UsageLog
+from billing.pricing import Price, TokenUsage
+from relay import metering
+from relay.auth import KeyInfo
+from relay.operations import Format, Operation
+from relay.responses import StreamingResponse
+from relay.routing import ChannelInfo
+
+logger = logging.getLogger(__name__)
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+# Calls holding quota that have not been settled or released yet, in this process.
+_in_flight: set["Call"] = set()
+# Calls admitted or being admitted, in all and per key: the caps count a call from its first
+# check, so calls arriving together cannot all pass it before any of them is counted.
+_slots = {"all": 0}
+_slots_by_key: dict[int, int] = {}
+
+
+def take_slot(key_id: int) -> None:
+    """Count a call being admitted for ``key_id``, or refuse it (503 for the process, 429 for
+    the key) when a cap is reached; ``give_slot`` gives it back."""
+    per_key = settings.RELAY_MAX_CALLS_PER_KEY
+    if _slots["all"] >= settings.RELAY_MAX_CALLS_IN_FLIGHT:
+        raise metering.too_many_in_flight("process")
+    if per_key and _slots_by_key.get(key_id, 0) >= per_key:
+        raise metering.too_many_in_flight("key")
+    _slots["all"] += 1
+    _slots_by_key[key_id] = _slots_by_key.get(key_id, 0) + 1
+
+
+def give_slot(key_id: int) -> None:
+    """Give back the slot of a call that was refused, or has ended."""
+    _slots["all"] -= 1
+    left = _slots_by_key.pop(key_id, 1) - 1
+    if left > 0:
+        _slots_by_key[key_id] = left
+
+
+def calls_in_flight() -> int:
+    """How many admitted calls this process has not closed yet."""
+    return len(_in_flight)
+
+
+def track(call: "Call") -> None:
+    """Count an admitted call (holding its slot) until it is settled or released."""
+    _in_flight.add(call)
+
+
+@dataclass(eq=False)
+class Call:
+    """One admitted client request: who, what, its price and its hold, until it is closed."""
+
+    key: KeyInfo
+    operation: Operation
+    body: dict
+    model: str
+    stream: bool
+    client_ip: str | None
+    price: Price
+    group_ratio: Decimal  # the user's group ratio times the service tier's
+    input_tokens: int  # counted locally: sizes the hold, bills a stream the upstream never did
+    audio_input_tokens: int = 0
+    raw_body: bytes = b""
+    options: metering.PaidOptions = field(default_factory=metering.PaidOptions)
+    # The output limit per choice sent upstream (None: the client's body is left as it is),
+    # and the most output the call may produce in all, which its hold covers.
+    output_limit: int | None = None
+    output_cap: int | None = None  # None: the model's largest output
+    limit_spelling: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    client_headers: dict = field(default_factory=dict)  # the few forwarded upstream
+    channels: list[ChannelInfo] = field(default_factory=list)
+    hold: Hold | None = None
+    channel: ChannelInfo | None = None
+    upstream_model: str = ""
+    _closing: asyncio.Future | None = None
+    _settled: int | None = None  # the charge of a settlement under way (the answer was sent)
+
+    @property
+    def client_format(self) -> Format:
+        return self.operation.client_format
+
+    @property
+    def client_wants_usage(self) -> bool:
+        return bool((self.body.get("stream_options") or {}).get("include_usage"))
+
+    async def settle(
+        self,
+        reported: TokenUsage | None,
+        status: str,
+        *,
+        local_output: int | Callable[[], int] = 0,
+        problem: dict | None = None,
+    ) -> None:
+        """Charge the call (exactly once, whatever else happens to this task), for the
+        upstream's usage when it is believable, else for the local counts (``local_output``:
+        the output counted from what was sent; ``problem``: figures the adapter rejected)."""
+
+        def local() -> TokenUsage:
+            return TokenUsage(
+                input_tokens=self.input_tokens,
+                audio_input_tokens=self.audio_input_tokens,
+                output_tokens=local_output() if callable(local_output) else local_output,
+            )
+
+        try:
+            usage, flag, raw = metering.billable_usage(
+                reported,
+                local=local,
+                local_input=self.input_tokens + self.audio_input_tokens,
+                output_cap=(
+                    self.price.max_output_tokens if self.output_cap is None else self.output_cap
+                ),
+                web_search_cap=self.options.web_searches,
+                problem=problem,
+            )
+        except Exception:  # a bug must not leave the answer unbilled: bill the local counts
+            logger.exception("checking the upstream usage of hold %s failed", self.hold.id)
+            usage, flag, raw = local(), UsageLog.UsageFlag.REJECTED, None
+        if self.options.searches_per_call and usage.web_search_calls == 0:
+            usage = replace(usage, web_search_calls=1)  # OpenAI reports no count: one per call
+        if flag != UsageLog.UsageFlag.TRUSTED:
+            logger.warning(
+                "call on channel %s: upstream usage %s (%s)",
+                self.channel and self.channel.id,
+                flag,
+                raw,
+            )
+        await self._close_once(self._settlement, usage, status, flag, raw)
+
+    async def release(self) -> None:
+        """Give the hold back: nothing of the call reached the client."""
+        await self._close_once(self._release)
+
+    async def _close_once(self, make_operation, *args) -> None:
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(writer.run(make_operation(*args)))
+            self._closing.add_done_callback(self._closed)
+        try:
+            # Shielded: if this task is cancelled meanwhile, the settlement still runs to the end.
+            await asyncio.shield(self._closing)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - logged by _closed; the hold's expiry is the backstop
+            pass
+
+    def _closed(self, closing: asyncio.Future) -> None:
+        if self in _in_flight:
+            _in_flight.discard(self)
+            give_slot(self.key.id)
+        if closing.cancelled() or closing.exception() is None:
+            return
+        logger.error(
+            "closing hold %s failed", self.hold and self.hold.id, exc_info=closing.exception()
+        )
+        if self._settled is not None:
+            # The answer was delivered: the hold must be charged, not released by its expiry.
+            writer.submit(billing.Deliver(self.hold, self._settled)).add_done_callback(
+                self._delivery_recorded
+            )
+
+    def _delivery_recorded(self, recording: asyncio.Future) -> None:
+        outcome = None if recording.cancelled() else recording.result()
+        if outcome is not True:
+            logger.error(
+                "hold %s: a delivered answer could not be recorded (%r); its expiry will "
+                "release it",
+                self.hold.id,
+                outcome,
+            )
+
+    def _settlement(self, usage: TokenUsage, status: str, flag: str, raw) -> billing.Settle:
+        self._settled = self.price.charge(usage, self.group_ratio)
+        return billing.Settle(
+            hold=self.hold,
+            price=self.price,
+            group_ratio=self.group_ratio,
+            usage=usage,
+            call=billing.CallRecord(
+                endpoint=self.operation.name,
+                model=self.model,
+                upstream_model=self.upstream_model,
+                channel_id=self.channel.id if self.channel else None,
+                is_stream=self.stream,
+                status=status,
+                latency_ms=int((time.monotonic() - self.started) * 1000),
+                client_ip=self.client_ip,
+                service_tier=self.options.service_tier,
+                usage_flag=flag,
+                reported_usage=raw,
+            ),
+        )
+
+    def _release(self) -> billing.Release:
+        return billing.Release(self.hold)
+
+
+def stream_response(
+    call: Call, body: AsyncIterator[bytes], *, on_unsent: Callable[[], Awaitable[None]]
+) -> StreamingResponse:
+    """The client's stream of a call, cleaned up even if its body never starts: the body's
+    own ``finally`` settles what was sent; if the client leaves before the first byte that
+    never runs, so ``on_unsent`` (e.g. closing the upstream response) runs and the hold goes
+    back."""
+
+    async def unsent() -> None:
+        try:
+            await on_unsent()
+        finally:
+            await call.release()
+
+    return StreamingResponse(body, unsent=unsent, headers=STREAM_HEADERS)
