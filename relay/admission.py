@@ -50,11 +50,21 @@ def forget_spent_balances() -> None:
 
 
 def out_of_credit(limit: str, amount: int | None = None) -> RelayError:
-    whose = "This API key's own quota" if limit == "key" else "Your account balance"
+    """The refusal of a call its balance (or its key's own limit) cannot cover."""
     needs = f" (it needs up to {amount} quota)" if amount is not None else ""
+    if limit == "key":
+        # Topping up the account does not help: the key's own limit is what ran out.
+        message = (
+            f"This API key has reached its own spending limit{needs}. The key's owner can "
+            "raise the key's limit, or lower max_tokens."
+        )
+    else:
+        message = (
+            f"Your account balance is too low for this request{needs}. Top up, or lower max_tokens."
+        )
     return RelayError(
         429,
-        f"{whose} is too low for this request{needs}. Top up, or lower max_tokens.",
+        message,
         code="insufficient_quota",
         error_type="insufficient_quota",
         retry=False,
@@ -93,9 +103,7 @@ async def admit(request: Request, operation: Operation) -> Call:
     return call
 
 
-async def _admit_call(
-    request: Request, operation: Operation, key: KeyInfo, ip: str | None
-) -> Call:
+async def _admit_call(request: Request, operation: Operation, key: KeyInfo, ip: str | None) -> Call:
     body = await _read_body(request, operation)
     model = body["model"]
     if not key.allows_model(model):

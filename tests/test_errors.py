@@ -371,6 +371,8 @@ def test_a_keys_own_quota_running_out_is_refused_with_its_own_message(
         anthropic=(402, "billing_error"),
     )
     assert "key" in error["message"].lower() and "balance" not in error["message"]
+    # Topping up the account would not help: the message says who can raise the key's limit.
+    assert "top up" not in error["message"].lower() and "raise" in error["message"]
     assert response.headers["x-should-retry"] == "false"
     assert mock_upstream.requests == []
     assert_nothing_charged(alice)
