@@ -3,7 +3,7 @@
 ``/v1`` (and later ``/v1beta``, ``/mj``) is the hot path: relay.http serves it straight from
 the ASGI messages, without Django's request handler, middleware or URL resolver. The lifespan
 protocol closes the shared upstream HTTP clients on shutdown, which Django alone has no hook
-for.
+for. ``/healthz`` and ``/readyz`` (config.health) are answered here too, before either.
 """
 
 import os
@@ -17,6 +17,7 @@ django.setup()
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
+from config import health  # noqa: E402
 from config.logging import redact_access_logs  # noqa: E402
 from relay import http, upstream, views  # noqa: E402
 
@@ -49,6 +50,8 @@ def is_relay_path(path: str) -> bool:
 async def application(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         await lifespan(receive, send)
+    elif scope["type"] == "http" and scope["path"] in health.PATHS:
+        await health.serve(scope, receive, send)
     elif scope["type"] == "http" and is_relay_path(scope["path"]):
         await http.serve(
             scope,

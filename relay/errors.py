@@ -5,11 +5,11 @@ A ``RelayError`` carries the HTTP status, a message for the user and an OpenAI e
 ``{"error": {...}}`` or Anthropic's ``{"type": "error", ...}``. Messages never carry an
 upstream key, base URL or trace. ``x-should-retry: false`` tells the official SDKs not to
 repeat a call that cannot succeed (no credit, bad key), so clients do not triple failures.
+An Anthropic error's ``request_id`` is the id of the request being served, the one its
+``x-request-id`` header and the refusal log carry (relay.http).
 """
 
-import uuid
-
-from relay.responses import Response
+from relay.responses import Response, current_request_id, new_request_id
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
@@ -87,7 +87,7 @@ def body(error: RelayError, *, api: str) -> dict:
                 else ANTHROPIC_TYPES.get(status, "api_error"),
                 "message": error.message,
             },
-            "request_id": f"req_{uuid.uuid4().hex[:24]}",
+            "request_id": current_request_id() or new_request_id(),
         }
     return {
         "error": {
@@ -106,7 +106,10 @@ def status_for(error: RelayError, *, api: str) -> int:
 
 
 def render(error: RelayError, *, api: str) -> Response:
+    """The error's answer in the API's format; its code (or type) is kept as the answer's
+    ``reason`` for the refusal log."""
     response = Response.json(body(error, api=api), status=status_for(error, api=api))
+    response.reason = error.code or error.error_type
     if error.retry is not None:
         response.headers["x-should-retry"] = "true" if error.retry else "false"
     return response

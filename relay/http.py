@@ -26,18 +26,44 @@ the connection instead of draining (or waiting for) the rest. Then, as Django di
 disconnect is watched while the endpoint runs, which cancels the endpoint (the relay settles or
 releases the hold in its own shielded step, never relying on that cancellation; see
 relay.proxy). The body is handed over as bytes; the endpoint parses it, once.
+
+Around all of that, every request gets an id (``x-request-id``, the ``request_id`` of
+Anthropic errors, ``current_request_id()`` for any code serving it) and the CORS headers a
+browser client needs; a CORS preflight (``OPTIONS``) is answered right after step 1, before
+any key check, since browsers send no key on it. Once a refused or failed call's answer is sent, one
+INFO line on the ``relay.requests`` logger names it: request id, method and path, key id,
+model, status and reason (the error's code). Never the key, the body or an upstream address.
 """
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 from relay import errors
-from relay.responses import Request, Response, StreamingResponse
+from relay.responses import Request, Response, StreamingResponse, new_request_id, request_id
+from relay.responses import current_request_id as current_request_id  # for code serving a call
 
 logger = logging.getLogger(__name__)
+requests_logger = logging.getLogger("relay.requests")
+
+# CORS: the key is the credential (a header, never a cookie), so any origin may call by
+# default; RELAY_CORS_ORIGINS narrows it to a comma-separated list.
+CORS_METHODS = "GET, POST, OPTIONS"
+# Allowed when a preflight names no headers; a preflight that names some gets them echoed.
+CORS_HEADERS = (
+    "authorization, x-api-key, content-type, anthropic-version, anthropic-beta, "
+    "anthropic-dangerous-direct-browser-access, openai-beta, openai-organization, "
+    "openai-project, x-stainless-arch, x-stainless-lang, x-stainless-os, "
+    "x-stainless-package-version, x-stainless-retry-count, x-stainless-runtime, "
+    "x-stainless-runtime-version, x-stainless-timeout, x-stainless-helper-method"
+)
+CORS_EXPOSED = "x-request-id, x-should-retry"
+CORS_MAX_AGE = "86400"  # seconds a browser may keep a preflight's answer (browsers cap it)
 
 Endpoint = Callable[[Request], Awaitable[Response | StreamingResponse]]
 BeforeBody = Callable[[Request], Awaitable[Response | None]]
@@ -145,7 +171,6 @@ async def serve(
     ``before_body``, if given, sees the request once its head is in: a ``Response`` it returns
     is sent and the body is never read.
     """
-    body_deadline = asyncio.get_running_loop().time() + settings.RELAY_BODY_TIMEOUT
     headers = {}
     for name, value in scope["headers"]:
         headers[name.decode("latin-1").lower()] = value.decode("latin-1")
@@ -156,13 +181,30 @@ async def serve(
         headers=headers,
         peer=client[0] if client else None,
     )
+    this_request = new_request_id()
+    bound = request_id.set(this_request)
+    answer = Answer(send, {"x-request-id": this_request, **cors_headers(headers.get("origin"))})
+    try:
+        await _serve(request, scope, receive, answer, routes, fallback, before_body)
+    finally:
+        request_id.reset(bound)
+        if answer.refused:
+            log_refusal(request, this_request, answer)
+
+
+async def _serve(request, scope, receive, answer, routes, fallback, before_body) -> None:
+    body_deadline = asyncio.get_running_loop().time() + settings.RELAY_BODY_TIMEOUT
+    headers = request.headers
     api = errors.api_for_path(request.path)
     if head_is_too_large(scope["headers"]):
-        await write_and_close(send, errors.render(headers_too_large(), api=api))
+        await answer.write_and_close(errors.render(headers_too_large(), api=api))
+        return
+    if request.method == "OPTIONS":  # a CORS preflight: no key, no body wanted
+        await (answer.write_and_close if has_body(headers) else answer.write)(preflight(headers))
         return
     limit = body_limit(headers)
     if declares_too_much(headers.get("content-length"), limit):
-        await write_and_close(send, errors.render(body_too_large(limit), api=api))
+        await answer.write_and_close(errors.render(body_too_large(limit), api=api))
         return
     if before_body is not None:
         try:
@@ -172,7 +214,7 @@ async def serve(
             early = errors.render(internal_error(), api=api)
         if early is not None:
             # A request without a body leaves nothing unread: its connection may stay open.
-            await (write_and_close if has_body(headers) else write)(send, early)
+            await (answer.write_and_close if has_body(headers) else answer.write)(early)
             return
     try:
         async with asyncio.timeout_at(body_deadline):
@@ -180,10 +222,10 @@ async def serve(
     except ClientGone:
         return
     except BodyTooLarge:
-        await write_and_close(send, errors.render(body_too_large(limit), api=api))
+        await answer.write_and_close(errors.render(body_too_large(limit), api=api))
         return
     except TimeoutError:
-        await write_and_close(send, errors.render(body_too_slow(), api=api))
+        await answer.write_and_close(errors.render(body_too_slow(), api=api))
         return
 
     endpoint = routes.get(request.path.rstrip("/"), fallback)
@@ -195,10 +237,10 @@ async def serve(
             logger.exception("unhandled error in %s", request.path)
             response = errors.render(internal_error(), api=api)
         if isinstance(response, StreamingResponse):
-            await stream(send, response, watch)
+            await answer.stream(response, watch)
         else:
             watch.finished = True
-            await write(send, response)
+            await answer.write(response)
     except asyncio.CancelledError:
         if not watch.swallow():
             raise
@@ -206,42 +248,190 @@ async def serve(
         watch.stop()
 
 
-def _start(status: int, content_type: str, headers: dict[str, str]) -> dict:
-    raw = [(b"content-type", content_type.encode())]
+class Answer:
+    """Sends one request's answer with the headers every /v1 answer carries (its id, CORS),
+    and keeps what the refusal log needs: the status and reason sent."""
+
+    def __init__(self, send, headers: dict[str, str]):
+        self._send = send
+        self.headers = headers
+        self.status: int | None = None
+        self.reason: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        """A refusal or failure was sent: a status of 400 or more, or a stream that ended
+        with an error event."""
+        return self.status is not None and (self.status >= 400 or self.reason is not None)
+
+    async def write(self, response: Response) -> None:
+        self.status, self.reason = response.status, response.reason
+        await write(self._send, response, self.headers)
+
+    async def write_and_close(self, response: Response) -> None:
+        self.status, self.reason = response.status, response.reason
+        await write_and_close(self._send, response, self.headers)
+
+    async def stream(self, response: StreamingResponse, watch: "Watch") -> None:
+        last = await stream(self._send, response, watch, self.headers)
+        # Only a stream whose end was sent counts: a client that left was refused nothing.
+        if watch.finished:
+            self.status, self.reason = response.status, stream_error_reason(last)
+
+
+def _start(
+    status: int, content_type: str, headers: dict[str, str], extra: dict[str, str] | None
+) -> dict:
+    raw = [(b"content-type", content_type.encode())] if content_type else []
     raw += [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    if extra:
+        raw += [(name.encode(), value.encode()) for name, value in extra.items()]
     return {"type": "http.response.start", "status": status, "headers": raw}
 
 
-async def write(send, response: Response) -> None:
-    start = _start(response.status, response.content_type, response.headers)
-    start["headers"].append((b"content-length", str(len(response.body)).encode()))
+async def write(send, response: Response, extra: dict[str, str] | None = None) -> None:
+    """Send a whole response, with ``extra`` headers besides its own."""
+    start = _start(response.status, response.content_type, response.headers, extra)
+    if response.status != 204:  # a 204 has no body, and says no length (RFC 9110)
+        start["headers"].append((b"content-length", str(len(response.body)).encode()))
     await send(start)
     await send({"type": "http.response.body", "body": response.body})
 
 
-async def write_and_close(send, response: Response) -> None:
+async def write_and_close(send, response: Response, extra: dict[str, str] | None = None) -> None:
     """An answer given before the body was read whole: the connection closes after it, so
     the server neither drains the rest of the body nor waits for it."""
     response.headers["connection"] = "close"
-    await write(send, response)
+    await write(send, response, extra)
 
 
-async def stream(send, response: StreamingResponse, watch: "Watch | None" = None) -> None:
-    """Send a streaming response; the body iterator is closed however this ends."""
+async def stream(
+    send,
+    response: StreamingResponse,
+    watch: "Watch | None" = None,
+    extra: dict[str, str] | None = None,
+) -> bytes | None:
+    """Send a streaming response; the body iterator is closed however this ends. Returns the
+    last chunk sent (where a stream's error event would be)."""
     iterating = False
+    chunk = None
     try:
-        await send(_start(response.status, response.content_type, response.headers))
+        await send(_start(response.status, response.content_type, response.headers, extra))
         iterating = True  # from the first step on, the iterator's own finally cleans up
         async for chunk in response.body:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         if watch is not None:
             watch.finished = True
         await send({"type": "http.response.body", "body": b""})
+        return chunk
     finally:
         if iterating:
             await response.body.aclose()  # runs the iterator's finally if it is suspended
         else:
             await response.unsent()
+
+
+# --- CORS ----------------------------------------------------------------------------------
+
+_origins: frozenset[str] | None = None
+
+
+def allowed_origins() -> frozenset[str]:
+    """RELAY_CORS_ORIGINS as a set ("*" for any), read once (and again when a test changes it)."""
+    global _origins
+    if _origins is None:
+        setting = getattr(settings, "RELAY_CORS_ORIGINS", "*")
+        listed = setting.split(",") if isinstance(setting, str) else setting
+        _origins = frozenset(origin.strip().rstrip("/") for origin in listed if origin.strip())
+    return _origins
+
+
+@receiver(setting_changed)
+def _forget_origins(*, setting: str, **_) -> None:
+    global _origins
+    if setting == "RELAY_CORS_ORIGINS":
+        _origins = None
+
+
+def cors_headers(origin: str | None) -> dict[str, str]:
+    """What every /v1 answer says to a browser: who may read it, and which headers."""
+    allowed = allowed_origins()
+    if "*" in allowed:
+        return {"access-control-allow-origin": "*", "access-control-expose-headers": CORS_EXPOSED}
+    # The answer depends on the Origin asked from: caches must keep one per origin.
+    if origin is None or origin not in allowed:
+        return {"vary": "origin"}
+    return {
+        "access-control-allow-origin": origin,
+        "access-control-expose-headers": CORS_EXPOSED,
+        "vary": "origin",
+    }
+
+
+def preflight(headers: dict[str, str]) -> Response:
+    """The answer to a CORS preflight: the methods, and the headers it asked to send (an
+    origin that is not allowed gets no Access-Control-Allow-Origin from ``cors_headers``)."""
+    asked = headers.get("access-control-request-headers", "").strip()
+    return Response(
+        204,
+        b"",
+        headers={
+            "access-control-allow-methods": CORS_METHODS,
+            "access-control-allow-headers": asked or CORS_HEADERS,
+            "access-control-max-age": CORS_MAX_AGE,
+        },
+        content_type="",
+    )
+
+
+# --- The refusal log -----------------------------------------------------------------------
+
+STREAM_ERROR_STARTS = (b"event: error\n", b'data: {"error"')
+
+
+def stream_error_reason(last: bytes | None) -> str | None:
+    """The code (or type) of the error event a stream ended with, or None if it did not.
+
+    Only the last chunk is looked at, once: an error event is always a broken stream's last
+    (relay.proxy), in either format's framing. ``"stream_error"`` if its data cannot be read.
+    """
+    if not last:
+        return None
+    start = max(last.rfind(marker) for marker in STREAM_ERROR_STARTS)
+    if start < 0:
+        return None
+    data = last[start:].partition(b"data: ")[2].partition(b"\n")[0]
+    try:
+        error = json.loads(data)["error"]
+        reason = error.get("code") or error.get("type")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        reason = None
+    return reason if isinstance(reason, str) else "stream_error"
+
+
+def loggable(text: str | None, limit: int) -> str:
+    """``text`` safe for one log line: printable ASCII without spaces (others become ``_``),
+    at most ``limit`` characters."""
+    if not text:
+        return "-"
+    text = text[:limit]
+    if not (text.isascii() and text.isprintable() and " " not in text):
+        text = "".join(c if c.isascii() and c.isprintable() and c != " " else "_" for c in text)
+    return text
+
+
+def log_refusal(request: Request, this_request: str, answer: Answer) -> None:
+    """One INFO line for a refused or failed call, after its answer was sent."""
+    requests_logger.info(
+        "%s %s %s key=%s model=%s status=%s reason=%s",
+        this_request,
+        loggable(request.method, 16),
+        loggable(request.path, 200),
+        request.key.id if request.key is not None else "-",
+        loggable(request.model, 100),
+        answer.status,
+        loggable(answer.reason, 64),
+    )
 
 
 class Watch:

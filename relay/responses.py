@@ -1,7 +1,10 @@
-"""What a /v1 endpoint gets and gives back (relay.http reads and writes them over ASGI)."""
+"""What a /v1 endpoint gets and gives back (relay.http reads and writes them over ASGI), and
+the id of the request being served."""
 
 import json
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -21,6 +24,8 @@ class Request:
     # Set by relay.views.before_body once the key is checked, before the body is read.
     key: "KeyInfo | None" = None
     client_ip: str | None = None
+    # The model the body names, set by whoever parses it, for the front's refusal log.
+    model: str | None = None
 
 
 @dataclass
@@ -30,7 +35,9 @@ class Response:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
+    content_type: str = "application/json"  # empty: no content-type header
+    # Why the call was refused (the error's code, set by relay.errors.render), for the log.
+    reason: str | None = None
 
     @classmethod
     def json(cls, data, status: int = 200) -> "Response":
@@ -50,3 +57,20 @@ class StreamingResponse:
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "text/event-stream"
     status: int = 200
+
+
+# The id of the /v1 request this task is serving: set by relay.http.serve for the whole of it
+# (a stream's body and its settling ``finally`` included), so code serving a call can name it
+# without being handed it. Tasks and sync_to_async threads started meanwhile copy it; the
+# ledger writer's own thread does not see it.
+request_id: ContextVar[str | None] = ContextVar("relay_request_id", default=None)
+
+
+def new_request_id() -> str:
+    """A fresh id, shaped like Anthropic's own (``req_`` and 24 hex digits)."""
+    return "req_" + secrets.token_hex(12)
+
+
+def current_request_id() -> str | None:
+    """The id of the /v1 request being served, or None outside one."""
+    return request_id.get()
