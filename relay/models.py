@@ -1,8 +1,21 @@
 """Channels: the upstream accounts Sluice relays to."""
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from accounts import secrets as key_secrets
+
+BASE_URL_HELP = (
+    "OpenAI-compatible: the base URL the vendor gives for OpenAI's SDK, e.g. "
+    "https://api.openai.com/v1, https://open.bigmodel.cn/api/paas/v4 or "
+    "https://generativelanguage.googleapis.com/v1beta/openai: a URL with a path is used as "
+    "given and /chat/completions (etc.) follows it; a bare host gets /v1 first. "
+    "Anthropic: the base URL for Anthropic's SDK, e.g. https://api.anthropic.com or "
+    "https://api.deepseek.com/anthropic: /v1/messages follows it (/messages if it ends in /v1). "
+    "Demo: not used."
+)
+# Paths that end an endpoint's URL, never a base URL's: a URL ending so was pasted whole.
+ENDPOINT_PATHS = ("/chat/completions", "/completions", "/embeddings", "/messages")
 
 
 class Channel(models.Model):
@@ -11,6 +24,7 @@ class Channel(models.Model):
     class Type(models.TextChoices):
         OPENAI = "openai", "OpenAI-compatible"
         ANTHROPIC = "anthropic", "Anthropic"
+        DEMO = "demo", "Demo (answers locally, no upstream)"
 
     class Status(models.TextChoices):
         ENABLED = "enabled"
@@ -18,7 +32,7 @@ class Channel(models.Model):
 
     type = models.CharField(max_length=16, choices=Type.choices, default=Type.OPENAI)
     name = models.CharField(max_length=100)
-    base_url = models.URLField(help_text="e.g. https://api.openai.com (without /v1).")
+    base_url = models.URLField(help_text=BASE_URL_HELP)
     encrypted_key = models.TextField(editable=False)
     served_models = models.JSONField(default=list, help_text="Model names this channel serves.")
     model_mapping = models.JSONField(
@@ -32,6 +46,18 @@ class Channel(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.type})"
+
+    def clean(self):
+        path = self.base_url.split("?", 1)[0].rstrip("/")
+        if self.type != self.Type.DEMO and path.endswith(ENDPOINT_PATHS):
+            raise ValidationError(
+                {"base_url": "Give the base URL, without the endpoint's path (e.g. .../v1)."}
+            )
+
+    @property
+    def is_demo(self) -> bool:
+        """Answered by Sluice's built-in demo models, not by an upstream."""
+        return self.type == self.Type.DEMO
 
     def set_key(self, key: str) -> None:
         self.encrypted_key = key_secrets.encrypt(key)

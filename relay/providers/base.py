@@ -1,8 +1,13 @@
 """The interface every provider adapter implements, and the checks their usage readers share."""
 
 import math
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
 
 from billing.pricing import TokenUsage
+from relay import upstream
 
 # Operations a client can ask for, named for the API shape they arrive in.
 CHAT = "chat"  # OpenAI chat completions
@@ -40,13 +45,45 @@ class Provider:
         """
         raise NotImplementedError
 
+    def client(self) -> httpx.AsyncClient:
+        """The HTTP client its calls are sent through: the shared upstream client
+        (relay.upstream), unless the provider answers in this process (relay.providers.demo)."""
+        return upstream.client()
 
-def join_url(base_url: str, path: str) -> str:
-    """Base URL plus an API path; a base given with a trailing /v1 is accepted as well."""
-    base = base_url.rstrip("/")
-    if base.endswith("/v1") and path.startswith("/v1/"):
-        base = base[: -len("/v1")]
-    return base + path
+
+# How a family's official SDK reads a base URL, which is what operators copy from a vendor's
+# page: OpenAI's SDK appends the operation to a base that carries the API version, Anthropic's
+# appends /v1 and then the operation.
+Convention = Literal["openai", "anthropic"]
+API_VERSION_PATH = "/v1"
+
+
+def join_url(base_url: str, path: str, *, convention: Convention = "openai") -> str:
+    """The URL of an operation on a channel's base URL, read the way the family's own SDK
+    reads a base URL. ``path`` is the operation's path on the family's own host, version
+    included (``/v1/chat/completions``, ``/v1/messages``).
+
+    A base URL without a path gets ``path`` as it is (``https://api.openai.com`` ->
+    ``https://api.openai.com/v1/chat/completions``), in either convention.
+
+    OpenAI convention: a base URL with a path is the API's prefix, version included, and the
+    operation follows it (``https://open.bigmodel.cn/api/paas/v4`` ->
+    ``.../api/paas/v4/chat/completions``; likewise ``https://api.openai.com/v1``, Doubao's
+    ``/api/v3``, Gemini's ``/v1beta/openai``).
+
+    Anthropic convention: the whole ``path`` follows the base URL (a vendor's
+    ``https://api.deepseek.com/anthropic`` -> ``.../anthropic/v1/messages``), except that a
+    base already ending in ``/v1`` is not given a second one (``https://api.anthropic.com/v1``
+    -> ``.../v1/messages``).
+
+    A trailing slash on the base is ignored; a query string on it is kept.
+    """
+    parts = urlsplit(base_url)
+    prefix = parts.path.rstrip("/")
+    carries_version = prefix and (convention == "openai" or prefix.endswith(API_VERSION_PATH))
+    if carries_version and path.startswith(API_VERSION_PATH + "/"):
+        path = path[len(API_VERSION_PATH) :]
+    return urlunsplit((parts.scheme, parts.netloc, prefix + path, parts.query, ""))
 
 
 # No call comes near a trillion tokens: a figure this large is a broken or hostile upstream.

@@ -1,8 +1,10 @@
 import json
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from relay.models import Channel
+from relay.providers.demo import BASE_URL as DEMO_BASE_URL
 
 
 def split(value: str | None) -> list[str]:
@@ -15,8 +17,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--type", choices=Channel.Type.values, default=Channel.Type.OPENAI)
         parser.add_argument("--name", required=True)
-        parser.add_argument("--base-url", required=True)
-        parser.add_argument("--key", required=True)
+        parser.add_argument(
+            "--base-url",
+            help="As the vendor gives it for its SDK: https://api.openai.com/v1, "
+            "https://open.bigmodel.cn/api/paas/v4, https://api.anthropic.com "
+            "(not for --type demo).",
+        )
+        parser.add_argument("--key", help="The upstream key (not for --type demo).")
         parser.add_argument("--models", required=True, help="Comma-separated.")
         parser.add_argument("--priority", type=int, default=0)
         parser.add_argument("--weight", type=int, default=1)
@@ -24,6 +31,12 @@ class Command(BaseCommand):
         parser.add_argument("--mapping", default="{}", help='JSON, e.g. {"gpt-4o": "gpt-4o-x"}.')
 
     def handle(self, *args, **options):
+        if options["type"] == Channel.Type.DEMO:
+            options["base_url"] = options["base_url"] or DEMO_BASE_URL
+            options["key"] = options["key"] or ""
+        for option in ("base_url", "key"):
+            if options[option] is None:
+                raise CommandError(f"--{option.replace('_', '-')} is required")
         try:
             mapping = json.loads(options["mapping"])
         except ValueError:
@@ -41,6 +54,9 @@ class Command(BaseCommand):
             weight=options["weight"],
         )
         channel.set_key(options["key"])
-        channel.full_clean()
+        try:
+            channel.full_clean()
+        except ValidationError as problem:
+            raise CommandError(" ".join(problem.messages)) from None
         channel.save()
         self.stdout.write(f"added channel {channel.name} (id {channel.id})")
