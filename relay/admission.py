@@ -105,7 +105,7 @@ async def admit(request: Request, operation: Operation) -> Call:
 
 async def _admit_call(request: Request, operation: Operation, key: KeyInfo, ip: str | None) -> Call:
     body = await _read_body(request, operation)
-    model = body["model"]
+    model = request.model = body["model"]  # request.model: for the front's refusal log
     if not key.allows_model(model):
         raise RelayError(
             403,

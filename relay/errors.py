@@ -70,10 +70,6 @@ def invalid_request(message: str, *, param: str | None = None) -> RelayError:
     return RelayError(400, message, code="invalid_request", param=param, retry=False)
 
 
-def api_for_path(path: str) -> str:
-    return ANTHROPIC if path.startswith("/v1/messages") else OPENAI
-
-
 def body(error: RelayError, *, api: str) -> dict:
     """The error object in the API's own shape."""
     if api == ANTHROPIC:

@@ -45,6 +45,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from relay import errors
+from relay.operations import client_format_of_path
 from relay.responses import Request, Response, StreamingResponse, new_request_id, request_id
 from relay.responses import current_request_id as current_request_id  # for code serving a call
 
@@ -195,7 +196,7 @@ async def serve(
 async def _serve(request, scope, receive, answer, routes, fallback, before_body) -> None:
     body_deadline = asyncio.get_running_loop().time() + settings.RELAY_BODY_TIMEOUT
     headers = request.headers
-    api = errors.api_for_path(request.path)
+    api = client_format_of_path(request.path)
     if head_is_too_large(scope["headers"]):
         await answer.write_and_close(errors.render(headers_too_large(), api=api))
         return

@@ -116,6 +116,7 @@ def test_an_unknown_model_is_logged_with_the_keys_id(
     line = logged_line(refusals, request_id)
     assert (fields(line)["key"], fields(line)["status"]) == (str(key_id), "404")
     assert fields(line)["reason"] == "model_not_found"
+    assert fields(line)["model"] == "no-such-model"  # set by admission once the body is read
     assert alice_key not in line and "Say hello" not in line
 
 
