@@ -1,26 +1,17 @@
 """POST /v1/chat/completions through the official openai SDK, billed exactly."""
 
 import base64
-import math
 
 import pytest
 
 from accounts.models import User
 from billing.models import Hold, ModelPrice, UsageLog
+from tests.charges import expected_charge
 from tests.conftest import ALICE_CREDIT, settled_usage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HELLO = [{"role": "user", "content": "Say hello"}]
-
-
-def gpt4o_cost(*, prompt: int, completion: int, cached: int = 0) -> int:
-    """What gpt-4o costs at the shipped list price: ratio 1.25, completion ×4, cache ×0.5."""
-    price = ModelPrice.objects.get(model="gpt-4o")
-    weighted = (
-        (prompt - cached) + cached * price.cache_read_ratio + completion * price.completion_ratio
-    )
-    return math.ceil(weighted * price.model_ratio)
 
 
 def test_it_answers_and_charges_the_listed_price(
@@ -30,7 +21,7 @@ def test_it_answers_and_charges_the_listed_price(
 
     assert answer.choices[0].message.content == "hello hello hello "
     assert answer.usage.prompt_tokens == 11 and answer.usage.completion_tokens == 3
-    expected = gpt4o_cost(prompt=11, completion=3)
+    expected = expected_charge("gpt-4o", input=11, output=3)
     log = UsageLog.objects.get()
     assert (log.model, log.input_tokens, log.output_tokens, log.quota) == (
         "gpt-4o",
@@ -72,7 +63,7 @@ def test_cached_input_is_billed_at_the_cache_read_ratio(
 
     log = UsageLog.objects.get()
     assert (log.input_tokens, log.cached_input_tokens) == (200, 800)
-    assert log.quota == gpt4o_cost(prompt=1000, completion=3, cached=800)
+    assert log.quota == expected_charge("gpt-4o", input=200, cached=800, output=3)
 
 
 def test_a_stream_arrives_in_pieces_and_is_billed_from_upstream_usage(
@@ -92,7 +83,7 @@ def test_a_stream_arrives_in_pieces_and_is_billed_from_upstream_usage(
     assert mock_upstream.requests[-1]["json"]["stream_options"] == {"include_usage": True}
     [log] = settled_usage()
     assert log.is_stream and (log.input_tokens, log.output_tokens) == (11, 5)
-    assert log.quota == gpt4o_cost(prompt=11, completion=5)
+    assert log.quota == expected_charge("gpt-4o", input=11, output=5)
     books_balance()
 
 
@@ -124,39 +115,6 @@ def test_the_stream_is_sent_as_server_sent_events_without_buffering(
     assert response.headers["x-accel-buffering"] == "no"
     assert "content-length" not in response.headers
     assert body.rstrip().endswith(b"data: [DONE]")
-
-
-def test_tool_calls_pass_through_both_ways(
-    alice, alice_key, openai_channel, make_openai, mock_upstream
-):
-    tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": "get_weather",
-                "description": "Weather in a city",
-                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
-            },
-        }
-    ]
-    client = make_openai(alice_key)
-    asked = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-    answer = client.chat.completions.create(model="gpt-4o", messages=asked, tools=tools)
-    call = answer.choices[0].message.tool_calls[0]
-    assert (call.function.name, call.function.arguments) == ("get_weather", '{"city": "Paris"}')
-    assert answer.choices[0].finish_reason == "tool_calls"
-    assert mock_upstream.requests[-1]["json"]["tools"] == tools
-
-    stream = client.chat.completions.create(
-        model="gpt-4o", messages=asked, tools=tools, stream=True
-    )
-    arguments = "".join(
-        c.choices[0].delta.tool_calls[0].function.arguments or ""
-        for c in stream
-        if c.choices and c.choices[0].delta.tool_calls
-    )
-    assert arguments == '{"city": "Paris"}'
 
 
 def test_an_image_larger_than_djangos_form_limit_goes_through(
@@ -194,8 +152,7 @@ def test_a_mapped_model_is_priced_by_the_name_the_client_asked_for(
     assert mock_upstream.requests[-1]["json"]["model"] == "cheap-upstream-model"
     log = UsageLog.objects.get()
     assert (log.model, log.upstream_model) == ("gpt-4o-mini", "cheap-upstream-model")
-    price = ModelPrice.objects.get(model="gpt-4o-mini")
-    assert log.quota == math.ceil((11 + 3 * price.completion_ratio) * price.model_ratio)
+    assert log.quota == expected_charge("gpt-4o-mini", input=11, output=3)
 
 
 def test_a_group_ratio_multiplies_the_charge(alice, alice_key, openai_channel, make_openai):
@@ -204,7 +161,9 @@ def test_a_group_ratio_multiplies_the_charge(alice, alice_key, openai_channel, m
     GroupRatio.objects.create(name="default", ratio="0.5")
     make_openai(alice_key).chat.completions.create(model="gpt-4o", messages=HELLO)
 
-    assert UsageLog.objects.get().quota == math.ceil(gpt4o_cost(prompt=11, completion=3) * 0.5)
+    assert UsageLog.objects.get().quota == expected_charge(
+        "gpt-4o", input=11, output=3, group_ratio="0.5"
+    )
 
 
 def test_a_free_model_costs_nothing_but_is_logged(alice, alice_key, openai_channel, make_openai):
@@ -244,4 +203,4 @@ def test_an_upstream_that_reports_no_usage_is_billed_on_local_counts(
     prompt_tokens = tokens.count_messages(HELLO, "gpt-4o")
     for log in (plain, streamed):
         assert (log.input_tokens, log.output_tokens) == (prompt_tokens, answer_tokens)
-        assert log.quota == gpt4o_cost(prompt=prompt_tokens, completion=answer_tokens)
+        assert log.quota == expected_charge("gpt-4o", input=prompt_tokens, output=answer_tokens)

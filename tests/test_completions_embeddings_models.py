@@ -1,13 +1,12 @@
 """/v1/completions and /v1/embeddings billed through the openai SDK, and /v1/models per key."""
 
-import math
-
 import openai
 import pytest
 
 from accounts.services import create_api_key
-from billing.models import Hold, ModelPrice, UsageLog
+from billing.models import Hold, UsageLog
 from relay.models import Channel
+from tests.charges import expected_charge
 from tests.conftest import ALICE_CREDIT, UPSTREAM_KEY, add_channel, settled_usage
 from tests.mock_upstream import embedding_vector
 
@@ -17,11 +16,6 @@ INSTRUCT = "gpt-3.5-turbo-instruct"
 EMBEDDING = "text-embedding-3-small"
 CLAUDE = "claude-sonnet-4-5"
 SENTENCES = ["The quick brown fox", "jumps over", "the lazy dog"]
-
-
-def cost(model: str, *, input: int, output: int) -> int:
-    price = ModelPrice.objects.get(model=model)
-    return math.ceil((input + output * price.completion_ratio) * price.model_ratio)
 
 
 # --- /v1/completions ------------------------------------------------------------------------
@@ -45,7 +39,7 @@ def test_a_completion_is_answered_and_billed(
     log = UsageLog.objects.get()
     assert (log.endpoint, log.model, log.is_stream) == ("completions", INSTRUCT, False)
     assert (log.input_tokens, log.output_tokens) == (11, 3)
-    expected = cost(INSTRUCT, input=11, output=3)
+    expected = expected_charge(INSTRUCT, input=11, output=3)
     assert log.quota == expected
     alice.refresh_from_db()
     assert alice.quota == ALICE_CREDIT - expected
@@ -68,7 +62,7 @@ def test_a_completion_stream_is_billed_from_the_usage_sluice_asked_for(
     [log] = settled_usage()
     assert log.is_stream and log.status == "success" and log.endpoint == "completions"
     assert (log.input_tokens, log.output_tokens) == (11, 4)
-    assert log.quota == cost(INSTRUCT, input=11, output=4)
+    assert log.quota == expected_charge(INSTRUCT, input=11, output=4)
     books_balance()
 
 
@@ -108,7 +102,7 @@ def test_embeddings_in_the_sdks_default_base64_are_billed_on_input_only(
     log = UsageLog.objects.get()
     assert (log.endpoint, log.model, log.is_stream) == ("embeddings", EMBEDDING, False)
     assert (log.input_tokens, log.output_tokens) == (11, 0)
-    expected = cost(EMBEDDING, input=11, output=0)
+    expected = expected_charge(EMBEDDING, input=11, output=0)
     assert log.quota == expected > 0
     alice.refresh_from_db()
     assert alice.quota == ALICE_CREDIT - expected
@@ -127,7 +121,7 @@ def test_embeddings_as_floats(
     assert [item.embedding for item in result.data] == [embedding_vector(i) for i in range(3)]
     log = UsageLog.objects.get()
     assert (log.input_tokens, log.output_tokens) == (42, 0)
-    assert log.quota == cost(EMBEDDING, input=42, output=0)
+    assert log.quota == expected_charge(EMBEDDING, input=42, output=0)
     books_balance()
 
 

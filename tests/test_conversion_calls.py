@@ -5,12 +5,11 @@ Anthropic-format call (/v1/messages, anthropic SDK) to an OpenAI channel.
 """
 
 import base64
-import json
-import math
 
 import pytest
 
-from billing.models import Hold, ModelPrice, UsageLog
+from billing.models import ModelPrice, UsageLog
+from tests.charges import assert_billed_once_each, expected_charge
 from tests.conftest import UPSTREAM_KEY, settled_usage
 
 pytestmark = [
@@ -21,38 +20,6 @@ pytestmark = [
 CLAUDE = "claude-sonnet-4-5"
 HELLO = [{"role": "user", "content": "Say hello"}]
 HELLO_BLOCK = {"type": "text", "text": "Say hello"}
-WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
-PARAMETERS = {"type": "object", "properties": {"city": {"type": "string"}}}
-OPENAI_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city",
-        "parameters": PARAMETERS,
-    },
-}
-ANTHROPIC_TOOL = {
-    "name": "get_weather",
-    "description": "Weather in a city",
-    "input_schema": PARAMETERS,
-}
-
-
-def cost(model: str, *, input: int, output: int, cache_read: int = 0, cache_write: int = 0):
-    """The model's charge at the shipped list price, input meaning uncached input."""
-    price = ModelPrice.objects.get(model=model)
-    weighted = (
-        input
-        + cache_read * price.cache_read_ratio
-        + cache_write * price.cache_write_ratio
-        + output * price.completion_ratio
-    )
-    return math.ceil(weighted * price.model_ratio)
-
-
-def assert_billed_once_each(calls: int) -> None:
-    assert UsageLog.objects.count() == calls
-    assert list(Hold.objects.values_list("status", flat=True)) == [Hold.Status.SETTLED] * calls
 
 
 # --- OpenAI client, Anthropic channel -------------------------------------------------------
@@ -82,7 +49,7 @@ def test_a_chat_completion_is_answered_by_an_anthropic_channel(
     assert sent["json"]["max_tokens"] == ModelPrice.objects.get(model=CLAUDE).max_output_tokens
     log = UsageLog.objects.get()
     assert (log.endpoint, log.model, log.input_tokens, log.output_tokens) == ("chat", CLAUDE, 11, 3)
-    assert log.quota == cost(CLAUDE, input=11, output=3)
+    assert log.quota == expected_charge(CLAUDE, input=11, output=3)
     assert_billed_once_each(1)
     books_balance()
 
@@ -118,66 +85,7 @@ def test_anthropic_cache_counts_map_onto_openai_usage_and_are_billed_apart(
     assert (answer.usage.completion_tokens, answer.usage.total_tokens) == (6, 426)
     log = UsageLog.objects.get()
     assert (log.input_tokens, log.cached_input_tokens, log.cache_write_tokens) == (20, 300, 100)
-    assert log.quota == cost(CLAUDE, input=20, output=6, cache_read=300, cache_write=100)
-    books_balance()
-
-
-def test_a_tool_call_from_an_anthropic_channel_and_its_result_going_back(
-    alice, alice_key, anthropic_channel, make_openai, mock_upstream, books_balance
-):
-    client = make_openai(alice_key)
-    answer = client.chat.completions.create(model=CLAUDE, messages=WEATHER, tools=[OPENAI_TOOL])
-
-    choice = answer.choices[0]
-    assert choice.finish_reason == "tool_calls"
-    [call] = choice.message.tool_calls
-    assert (call.id, call.type, call.function.name) == ("toolu_mock1", "function", "get_weather")
-    assert json.loads(call.function.arguments) == {"city": "Paris"}
-    assert mock_upstream.requests[-1]["json"]["tools"] == [ANTHROPIC_TOOL]
-
-    history = [
-        *WEATHER,
-        choice.message.model_dump(exclude_none=True),
-        {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21C"},
-    ]
-    follow_up = client.chat.completions.create(model=CLAUDE, messages=history, tools=[OPENAI_TOOL])
-    assert follow_up.choices[0].message.content == "hello hello hello "
-    assert follow_up.choices[0].finish_reason == "stop"
-    sent = mock_upstream.requests[-1]["json"]["messages"]
-    assert sent[1] == {
-        "role": "assistant",
-        "content": [
-            {"type": "tool_use", "id": call.id, "name": "get_weather", "input": {"city": "Paris"}}
-        ],
-    }
-    assert sent[2] == {
-        "role": "user",
-        "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "Sunny, 21C"}],
-    }
-    assert_billed_once_each(2)
-    books_balance()
-
-
-def test_a_streamed_tool_call_from_an_anthropic_channel(
-    alice, alice_key, anthropic_channel, make_openai, books_balance
-):
-    stream = make_openai(alice_key).chat.completions.create(
-        model=CLAUDE, messages=WEATHER, tools=[OPENAI_TOOL], stream=True
-    )
-    chunks = list(stream)
-
-    calls = [c.choices[0].delta.tool_calls[0] for c in chunks if c.choices[0].delta.tool_calls]
-    assert (calls[0].index, calls[0].id, calls[0].function.name) == (
-        0,
-        "toolu_mock1",
-        "get_weather",
-    )
-    arguments = "".join(call.function.arguments or "" for call in calls)
-    assert json.loads(arguments) == {"city": "Paris"}
-    assert chunks[-1].choices[0].finish_reason == "tool_calls"
-    [log] = settled_usage()
-    assert (log.input_tokens, log.output_tokens) == (11, 3)
-    assert log.quota == cost(CLAUDE, input=11, output=3)
+    assert log.quota == expected_charge(CLAUDE, input=20, output=6, cached=300, cache_write=100)
     books_balance()
 
 
@@ -221,7 +129,7 @@ def test_a_stream_from_an_anthropic_channel_without_include_usage(
     assert log.is_stream and log.status == "success"
     # Billed from Anthropic's message_start and message_delta counts, not from the deltas seen.
     assert (log.input_tokens, log.output_tokens) == (11, 8)
-    assert log.quota == cost(CLAUDE, input=11, output=8)
+    assert log.quota == expected_charge(CLAUDE, input=11, output=8)
     books_balance()
 
 
@@ -241,7 +149,7 @@ def test_a_stream_from_an_anthropic_channel_with_include_usage_ends_with_usage(
     assert all(c.usage is None for c in chunks[:-1])
     [log] = settled_usage()
     assert (log.input_tokens, log.cached_input_tokens, log.output_tokens) == (11, 40, 3)
-    assert log.quota == cost(CLAUDE, input=11, output=3, cache_read=40)
+    assert log.quota == expected_charge(CLAUDE, input=11, output=3, cached=40)
     books_balance()
 
 
@@ -277,7 +185,7 @@ def test_a_message_is_answered_by_an_openai_channel(
         11,
         3,
     )
-    assert log.quota == cost("gpt-4o", input=11, output=3)
+    assert log.quota == expected_charge("gpt-4o", input=11, output=3)
     assert_billed_once_each(1)
     books_balance()
 
@@ -295,45 +203,7 @@ def test_openai_cached_tokens_become_anthropic_cache_reads(
     assert (message.usage.input_tokens, message.usage.cache_read_input_tokens) == (200, 800)
     log = UsageLog.objects.get()
     assert (log.input_tokens, log.cached_input_tokens, log.cache_write_tokens) == (200, 800, 0)
-    assert log.quota == cost("gpt-4o", input=200, output=3, cache_read=800)
-
-
-def test_a_tool_use_from_an_openai_channel_and_its_result_going_back(
-    alice, alice_key, openai_channel, make_anthropic, mock_upstream, books_balance
-):
-    client = make_anthropic(alice_key)
-    message = client.messages.create(
-        model="gpt-4o", max_tokens=128, tools=[ANTHROPIC_TOOL], messages=WEATHER
-    )
-
-    [call] = message.content
-    assert (call.type, call.id, call.name, call.input) == (
-        "tool_use",
-        "call_mock1",
-        "get_weather",
-        {"city": "Paris"},
-    )
-    assert message.stop_reason == "tool_use"
-    assert mock_upstream.requests[-1]["json"]["tools"] == [OPENAI_TOOL]
-
-    history = [
-        *WEATHER,
-        {"role": "assistant", "content": [call.model_dump(exclude_none=True)]},
-        {
-            "role": "user",
-            "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "Sunny, 21C"}],
-        },
-    ]
-    answer = client.messages.create(
-        model="gpt-4o", max_tokens=128, tools=[ANTHROPIC_TOOL], messages=history
-    )
-    assert answer.content[0].text == "hello hello hello " and answer.stop_reason == "end_turn"
-    sent = mock_upstream.requests[-1]["json"]["messages"]
-    assert sent[1]["tool_calls"][0]["id"] == call.id
-    assert json.loads(sent[1]["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
-    assert sent[2] == {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21C"}
-    assert_billed_once_each(2)
-    books_balance()
+    assert log.quota == expected_charge("gpt-4o", input=200, output=3, cached=800)
 
 
 def test_a_message_stream_from_an_openai_channel(
@@ -355,28 +225,6 @@ def test_a_message_stream_from_an_openai_channel(
     [log] = settled_usage()
     assert log.is_stream and log.status == "success" and log.endpoint == "messages"
     assert (log.input_tokens, log.output_tokens) == (11, 5)
-    assert log.quota == cost("gpt-4o", input=11, output=5)
+    assert log.quota == expected_charge("gpt-4o", input=11, output=5)
     assert_billed_once_each(1)
-    books_balance()
-
-
-def test_a_streamed_tool_use_from_an_openai_channel(
-    alice, alice_key, openai_channel, make_anthropic, books_balance
-):
-    with make_anthropic(alice_key).messages.stream(
-        model="gpt-4o", max_tokens=128, tools=[ANTHROPIC_TOOL], messages=WEATHER
-    ) as stream:
-        final = stream.get_final_message()
-
-    [call] = final.content
-    assert (call.type, call.id, call.name, call.input) == (
-        "tool_use",
-        "call_mock1",
-        "get_weather",
-        {"city": "Paris"},
-    )
-    assert final.stop_reason == "tool_use"
-    assert (final.usage.input_tokens, final.usage.output_tokens) == (11, 3)
-    [log] = settled_usage()
-    assert (log.input_tokens, log.output_tokens) == (11, 3)
     books_balance()

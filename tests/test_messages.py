@@ -2,8 +2,6 @@
 
 import asyncio
 import contextlib
-import json
-import math
 from types import SimpleNamespace
 
 import anthropic
@@ -14,6 +12,7 @@ from billing.models import Hold, ModelPrice, UsageLog
 from billing.pricing import TokenUsage
 from relay import proxy, tokens
 from relay.streams import AnthropicPassthrough, EventParser, anthropic_sse
+from tests.charges import expected_charge
 from tests.conftest import ALICE_CREDIT, UPSTREAM_KEY, settled_usage
 
 pytestmark = [
@@ -23,24 +22,6 @@ pytestmark = [
 
 MODEL = "claude-sonnet-4-5"
 HELLO = [{"role": "user", "content": "Say hello"}]
-WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
-WEATHER_TOOL = {
-    "name": "get_weather",
-    "description": "Weather in a city",
-    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
-}
-
-
-def sonnet_cost(*, input: int, output: int, cache_read: int = 0, cache_write: int = 0) -> int:
-    """What claude-sonnet-4-5 costs at the shipped list price (cache tokens priced apart)."""
-    price = ModelPrice.objects.get(model=MODEL)
-    weighted = (
-        input
-        + cache_read * price.cache_read_ratio
-        + cache_write * price.cache_write_ratio
-        + output * price.completion_ratio
-    )
-    return math.ceil(weighted * price.model_ratio)
 
 
 def recording_client(sent: list) -> anthropic.DefaultHttpxClient:
@@ -69,7 +50,7 @@ def test_a_message_is_answered_and_charged_from_anthropics_usage(
     )
     assert (log.input_tokens, log.cached_input_tokens, log.cache_write_tokens) == (11, 0, 0)
     assert log.output_tokens == 3
-    expected = sonnet_cost(input=11, output=3)
+    expected = expected_charge(MODEL, input=11, output=3)
     assert log.quota == expected and log.channel_id == anthropic_channel.id
     alice.refresh_from_db()
     assert alice.quota == ALICE_CREDIT - expected and alice.request_count == 1
@@ -172,44 +153,6 @@ def test_the_system_prompt_reaches_the_upstream_as_sent(
     assert UsageLog.objects.get().input_tokens == 11
 
 
-def test_a_tool_is_called_and_its_result_sent_back(
-    alice, alice_key, anthropic_channel, make_anthropic, mock_upstream, books_balance
-):
-    client = make_anthropic(alice_key)
-
-    asked = client.messages.create(
-        model=MODEL, max_tokens=256, tools=[WEATHER_TOOL], messages=WEATHER
-    )
-    [call] = asked.content
-    assert (call.type, call.id, call.name, call.input) == (
-        "tool_use",
-        "toolu_mock1",
-        "get_weather",
-        {"city": "Paris"},
-    )
-    assert asked.stop_reason == "tool_use"
-    assert mock_upstream.requests[-1]["json"]["tools"] == [WEATHER_TOOL]
-
-    history = [
-        *WEATHER,
-        {"role": "assistant", "content": [call.model_dump(exclude_none=True)]},
-        {
-            "role": "user",
-            "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "Sunny, 21C"}],
-        },
-    ]
-    answered = client.messages.create(
-        model=MODEL, max_tokens=256, tools=[WEATHER_TOOL], messages=history
-    )
-    assert answered.content[0].text == "hello hello hello "
-    assert answered.stop_reason == "end_turn"
-    sent = mock_upstream.requests[-1]["json"]["messages"]
-    assert sent[1]["content"][0]["type"] == "tool_use"
-    assert sent[2]["content"] == history[2]["content"]
-    assert UsageLog.objects.count() == Hold.objects.count() == 2
-    books_balance()
-
-
 def test_cache_reads_and_writes_are_billed_at_their_ratios(
     alice, alice_key, anthropic_channel, make_anthropic, mock_upstream, books_balance
 ):
@@ -236,7 +179,7 @@ def test_cache_reads_and_writes_are_billed_at_their_ratios(
         price.cache_write_ratio,
     )
     assert price.cache_read_ratio < 1 < price.cache_write_ratio
-    expected = sonnet_cost(input=25, output=7, cache_read=1200, cache_write=400)
+    expected = expected_charge(MODEL, input=25, output=7, cached=1200, cache_write=400)
     assert log.quota == expected
     alice.refresh_from_db()
     assert alice.quota == ALICE_CREDIT - expected
@@ -274,7 +217,7 @@ def test_a_stream_arrives_in_pieces_and_is_billed_from_start_and_delta_usage(
     assert log.is_stream and log.status == "success" and log.endpoint == "messages"
     assert (log.input_tokens, log.cached_input_tokens, log.cache_write_tokens) == (30, 500, 60)
     assert log.output_tokens == 9
-    assert log.quota == sonnet_cost(input=30, output=9, cache_read=500, cache_write=60)
+    assert log.quota == expected_charge(MODEL, input=30, output=9, cached=500, cache_write=60)
     assert Hold.objects.get().status == Hold.Status.SETTLED
     books_balance()
 
@@ -306,25 +249,6 @@ def test_the_stream_passes_anthropics_events_through_unchanged(
         "message_stop",
     ]
     settled_usage()
-
-
-def test_a_tool_call_streams_and_the_final_message_holds_its_input(
-    alice, alice_key, anthropic_channel, make_anthropic, books_balance
-):
-    with make_anthropic(alice_key).messages.stream(
-        model=MODEL, max_tokens=256, tools=[WEATHER_TOOL], messages=WEATHER
-    ) as stream:
-        fragments = [event.partial_json for event in stream if event.type == "input_json"]
-        final = stream.get_final_message()
-
-    assert "".join(fragments) == json.dumps({"city": "Paris"})
-    [call] = final.content
-    assert (call.type, call.name, call.input) == ("tool_use", "get_weather", {"city": "Paris"})
-    assert final.stop_reason == "tool_use"
-    [log] = settled_usage()
-    assert (log.input_tokens, log.output_tokens) == (11, 3)
-    assert log.quota == sonnet_cost(input=11, output=3)
-    books_balance()
 
 
 # --- Settlement when the client leaves at the very end ------------------------------------
