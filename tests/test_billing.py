@@ -10,23 +10,13 @@ from django.utils import timezone
 from accounts.models import ApiKey, User
 from accounts.services import create_api_key
 from billing import services
-from billing.batch import apply_batch
 from billing.models import Hold, LedgerEntry, ModelPrice, UsageLog
-from billing.operations import (
-    CallRecord,
-    HeldQuota,
-    InsufficientQuota,
-    Release,
-    Reserve,
-    Settle,
-)
 from billing.pricing import Demand, Price, TokenUsage, price_for
-from billing.reconcile import reconcile
 from tests.charges import expected_charge
 
 pytestmark = pytest.mark.django_db
 
-CALL = CallRecord(endpoint="chat", model="gpt-4o")
+CALL = services.CallRecord(endpoint="chat", model="gpt-4o")
 
 
 def gpt4o() -> Price:
@@ -169,10 +159,10 @@ def test_a_released_hold_gives_everything_back(alice, books_balance):
 
 def test_no_hold_when_the_balance_or_the_key_cannot_cover_it(alice, books_balance):
     key, _ = create_api_key(user=alice, quota=100)
-    with pytest.raises(InsufficientQuota) as refused:
+    with pytest.raises(services.InsufficientQuota) as refused:
         services.reserve_quota(user_id=alice.id, api_key_id=key.id, unlimited_key=False, amount=101)
     assert refused.value.limit == "key"
-    with pytest.raises(InsufficientQuota) as refused:
+    with pytest.raises(services.InsufficientQuota) as refused:
         services.reserve_quota(
             user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=10_000_001
         )
@@ -186,7 +176,7 @@ def test_no_hold_when_the_balance_or_the_key_cannot_cover_it(alice, books_balanc
 def test_no_hold_once_the_balance_is_at_or_below_zero(alice, alice_key):
     key = ApiKey.objects.find(alice_key).get()
     services.grant(user=alice, amount=-10_000_000)
-    with pytest.raises(InsufficientQuota):
+    with pytest.raises(services.InsufficientQuota):
         services.reserve_quota(user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=1)
 
 
@@ -252,7 +242,7 @@ def test_a_key_limit_change_is_ledgered_for_the_key(alice, books_balance):
 
 def test_reconcile_names_an_account_whose_books_do_not_balance(alice, bob):
     User.objects.filter(id=bob.id).update(quota=1)  # a change with no ledger row
-    problems = reconcile()
+    problems = services.reconcile()
     assert [(p.kind, p.id) for p in problems] == [("user", bob.id)]
     assert "balance 1" in str(problems[0])
 
@@ -273,36 +263,26 @@ def test_a_batch_decides_each_operation_in_order_against_what_the_ones_before_le
         user_id=alice.id, api_key_id=key.id, unlimited_key=False, amount=10_000
     )
 
-    bob_holds = Reserve(user_id=bob.id, api_key_id=bob_key.id, unlimited_key=True, amount=4_000)
-    alice_holds = Reserve(user_id=alice.id, api_key_id=key.id, unlimited_key=False, amount=15_000)
-    settling = Settle(
-        hold=settled,
-        price=gpt4o(),
-        group_ratio=Decimal(1),
-        usage=TokenUsage(input_tokens=800),
-        call=CALL,
-    )
-
-    results = apply_batch(
+    results = services.apply_batch(
         [
-            bob_holds,
-            bob_holds,  # 1,000 left: refused
+            services.Reserve(bob.id, bob_key.id, True, 4_000),
+            services.Reserve(bob.id, bob_key.id, True, 4_000),  # 1,000 left: refused
             # The key's allowance has 10,000 left until the release below gives 10,000 back.
-            alice_holds,
-            settling,
-            Release(released),
-            alice_holds,
-            settling,
+            services.Reserve(alice.id, key.id, False, 15_000),
+            services.Settle(settled, gpt4o(), Decimal(1), TokenUsage(input_tokens=800), CALL),
+            services.Release(released),
+            services.Reserve(alice.id, key.id, False, 15_000),
+            services.Settle(settled, gpt4o(), Decimal(1), TokenUsage(input_tokens=800), CALL),
         ]
     )
 
     first, refused, too_early, cost, given_back, placed, again = results
-    assert isinstance(first, HeldQuota) and first.id and first.amount == 4_000
-    assert isinstance(refused, InsufficientQuota) and refused.limit == "balance"
-    assert isinstance(too_early, InsufficientQuota) and too_early.limit == "key"
+    assert isinstance(first, Hold) and first.id and first.amount == 4_000
+    assert isinstance(refused, services.InsufficientQuota) and refused.limit == "balance"
+    assert isinstance(too_early, services.InsufficientQuota) and too_early.limit == "key"
     assert cost == 1_000  # gpt-4o: 1.25 × 800
     assert given_back is True
-    assert isinstance(placed, HeldQuota) and placed.id and placed.key_amount == 15_000
+    assert isinstance(placed, Hold) and placed.id and placed.key_amount == 15_000
     assert again is None  # a hold settles once, even twice in one batch
     assert Hold.objects.filter(status=Hold.Status.OPEN).count() == 2
     key.refresh_from_db()
@@ -317,18 +297,12 @@ def test_a_failed_batch_leaves_nothing_behind(alice, alice_key, books_balance):
     hold = services.reserve_quota(
         user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=1_000
     )
-    broken = CallRecord(endpoint="chat", model="gpt-4o", channel_id="not a number")
+    broken = services.CallRecord(endpoint="chat", model="gpt-4o", channel_id="not a number")
     with pytest.raises(Exception):  # noqa: B017 - whichever error the database raises
-        apply_batch(
+        services.apply_batch(
             [
-                Reserve(user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=2_000),
-                Settle(
-                    hold=hold,
-                    price=gpt4o(),
-                    group_ratio=Decimal(1),
-                    usage=TokenUsage(input_tokens=8),
-                    call=broken,
-                ),
+                services.Reserve(alice.id, key.id, True, 2_000),
+                services.Settle(hold, gpt4o(), Decimal(1), TokenUsage(input_tokens=8), broken),
             ]
         )
     assert Hold.objects.get().status == Hold.Status.OPEN
@@ -348,27 +322,22 @@ def test_the_ledger_writer_answers_each_call_and_one_bad_operation_fails_alone(
     hold = services.reserve_quota(
         user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=1_000
     )
-    broken = CallRecord(endpoint="chat", model="gpt-4o", channel_id="not a number")
-    reserve = Reserve(user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=100)
-    settle = Settle(
-        hold=hold,
-        price=gpt4o(),
-        group_ratio=Decimal(1),
-        usage=TokenUsage(input_tokens=8),
-        call=broken,
-    )
+    broken = services.CallRecord(endpoint="chat", model="gpt-4o", channel_id="not a number")
+    price = gpt4o()
 
     async def many_calls():
-        reserves = [writer.run(reserve) for _ in range(40)]
-        bad = writer.run(settle)
+        reserves = [writer.run(services.Reserve(alice.id, key.id, True, 100)) for _ in range(40)]
+        bad = writer.run(
+            services.Settle(hold, price, Decimal(1), TokenUsage(input_tokens=8), broken)
+        )
         return await asyncio.gather(*reserves, bad, return_exceptions=True)
 
     *holds, failure = asyncio.run(many_calls())
 
-    assert all(isinstance(h, HeldQuota) and h.id for h in holds)
+    assert all(isinstance(h, Hold) and h.id for h in holds)
     assert len({h.id for h in holds}) == 40
     assert isinstance(failure, Exception)
-    assert not isinstance(failure, InsufficientQuota)
+    assert not isinstance(failure, services.InsufficientQuota)
     assert Hold.objects.filter(status=Hold.Status.OPEN).count() == 41
     assert User.objects.get(id=alice.id).quota == 10_000_000 - 1_000 - 40 * 100
     books_balance()
