@@ -6,6 +6,11 @@ is another loopback server. Tests that call it use ``transactional_db`` so the s
 connections see their rows.
 
 ``REQUIRE_SERVICES=1`` (CI) turns a missing PostgreSQL or Redis from a skip into a failure.
+
+Redis: the tests use one database of their own, ``TEST_REDIS_URL`` (default db 15), and flush
+it only when it is empty or carries the tests' mark (``REDIS_MARK``, set the first time), so a
+database someone else uses is never flushed. ``REDIS_URL`` (the settings' cache, which the
+``fresh_caches`` fixture clears, a FLUSHDB on Redis) must be unset, or that same database.
 """
 
 import os
@@ -17,6 +22,7 @@ import anthropic
 import openai
 import pytest
 import uvicorn
+from django.conf import settings as django_settings
 from django.core.cache import cache
 from django.db import connection
 
@@ -29,8 +35,26 @@ from relay.models import Channel
 from tests.mock_upstream import mock_upstream  # noqa: F401 (a fixture)
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_MARK = "sluice-tests:this-database-belongs-to-the-test-suite"
 UPSTREAM_KEY = "upstream-test-key"
 ALICE_CREDIT = 10_000_000  # quota units: $20
+
+
+def pytest_configure(config):
+    # Hashing with Django's default (PBKDF2, a million rounds) is most of the time of a test
+    # that creates users; the tests check who may do what, not the hash's strength.
+    django_settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    if django_settings.REDIS_URL:
+        if redis_database(django_settings.REDIS_URL) != redis_database(TEST_REDIS_URL):
+            raise pytest.UsageError(
+                f"REDIS_URL is {django_settings.REDIS_URL}: the tests clear the cache, which "
+                "flushes that Redis database. Unset REDIS_URL (scripts/test does) or set it to "
+                f"the tests' own database, TEST_REDIS_URL ({TEST_REDIS_URL})."
+            )
+        problem = claim_redis(TEST_REDIS_URL)
+        if problem:
+            raise pytest.UsageError(problem)
 
 
 def need_service(name: str, reason: str) -> None:
@@ -53,16 +77,68 @@ def require_postgres():
         need_service("PostgreSQL", "run with DATABASE_URL pointing at PostgreSQL (make test)")
 
 
+def redis_database(url: str) -> tuple:
+    """(host, port, database number) of a Redis URL: which database it names."""
+    import redis
+
+    options = redis.connection.parse_url(url)
+    return (options.get("host", "localhost"), options.get("port", 6379), options.get("db", 0))
+
+
+_claimed_redis: set[tuple] = set()
+
+
+def claim_redis(url: str) -> str | None:
+    """Mark ``url``'s database as the tests' own, once per session; why not, if it is not
+    theirs to flush: database 0 (everybody's default), or one holding keys without the mark
+    (someone else's data, or a typo in ``TEST_REDIS_URL``)."""
+    import redis
+
+    database = redis_database(url)
+    if database in _claimed_redis:
+        return None
+    if database[2] == 0:
+        return f"{url}: the tests flush their Redis database; give them one of their own (not 0)"
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        if client.dbsize() and not client.exists(REDIS_MARK):
+            return (
+                f"{url} holds keys the tests did not write (no {REDIS_MARK!r} key): not flushing "
+                "it. Point TEST_REDIS_URL at an empty database, or flush this one yourself."
+            )
+        client.set(REDIS_MARK, "1")
+    finally:
+        client.close()
+    _claimed_redis.add(database)
+    return None
+
+
+def flush_test_redis(url: str) -> None:
+    """Empty the tests' own Redis database (claimed by the ``redis_url`` fixture)."""
+    import redis
+
+    assert redis_database(url) in _claimed_redis, f"{url} is not the tests' database"
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+        client.set(REDIS_MARK, "1")
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def redis_url():
-    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    """The tests' own Redis database (``TEST_REDIS_URL``), claimed: safe to flush."""
     import redis
 
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=1).ping()
     except redis.RedisError as problem:
         need_service("Redis", str(problem))
-    return url
+    problem = claim_redis(TEST_REDIS_URL)
+    if problem:
+        pytest.fail(problem)
+    return TEST_REDIS_URL
 
 
 @pytest.fixture(autouse=True)
