@@ -1,8 +1,9 @@
 """A worker killed mid-call cannot settle its hold: the hold's expiry and the beat task can.
 
-Everything here is the real thing in its own process: the relay served by uvicorn (killed with
-SIGKILL, so no ``finally`` and no shutdown hook runs), and a Celery worker with its embedded
-beat on the filesystem broker, both on the test database.
+Everything here is the real thing in its own process: the relay served by ``scripts/serve``
+(production's uvicorn command line, killed with SIGKILL, so no ``finally`` and no shutdown hook
+runs), and a Celery worker with its embedded beat on the filesystem broker, both on the test
+database.
 """
 
 import os
@@ -46,7 +47,7 @@ test_database_url.__test__ = False  # a helper, not a test
 class Process:
     """A Sluice process on the test database, its output kept in a log file."""
 
-    def __init__(self, name: str, args: list[str], *, data_dir: Path, **env: str):
+    def __init__(self, name: str, command: list[str], *, data_dir: Path, **env: str):
         self.log_path = data_dir / f"{name}.log"
         environment = {
             **os.environ,
@@ -64,7 +65,7 @@ class Process:
         with open(self.log_path, "wb") as log:
             # A session of its own, so that killing its group also ends the beat it forks.
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", *args],
+                command,
                 cwd=settings.BASE_DIR,
                 env=environment,
                 stdout=log,
@@ -108,8 +109,11 @@ def test_a_hold_left_by_a_killed_worker_is_released_by_the_beat_task(
     try:
         relay = Process(
             "relay",
-            ["uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
+            [str(settings.BASE_DIR / "scripts/serve")],
             data_dir=tmp_path,
+            HOST="127.0.0.1",
+            PORT=str(port),
+            WORKERS="1",
         )
         processes.append(relay)
         assert eventually(lambda: serving(url, relay), timeout=30), relay.log()
@@ -144,7 +148,8 @@ def test_a_hold_left_by_a_killed_worker_is_released_by_the_beat_task(
 
         worker = Process(
             "celery",
-            ["celery", "-A", "config", "worker", "-B", "--pool", "solo", "--loglevel", "info"],
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-B", "--pool", "solo"]
+            + ["--loglevel", "info"],
             data_dir=tmp_path,
             HOLD_SWEEP_SECONDS="1",
         )

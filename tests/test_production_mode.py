@@ -1,4 +1,5 @@
-"""Production mode, started as README describes: PostgreSQL, Redis, Celery, several workers."""
+"""Production mode, started as README describes (scripts/serve): PostgreSQL, Redis, Celery,
+several workers."""
 
 import os
 import signal
@@ -16,7 +17,7 @@ from django.utils import timezone
 from accounts.models import ApiKey
 from billing import services as billing
 from billing.models import Hold, UsageLog
-from tests.conftest import eventually, free_port
+from tests.conftest import eventually, flush_test_redis, free_port
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -32,9 +33,9 @@ def database_url() -> str:
 
 @pytest.fixture
 def production_env(redis_url):
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
+    """The stack's environment: the test's PostgreSQL database and the tests' own Redis
+    database (``TEST_REDIS_URL``), emptied first so no cache entry of an earlier run leaks in."""
+    flush_test_redis(redis_url)
     env = dict(
         os.environ,
         DATABASE_URL=database_url(),
@@ -72,23 +73,8 @@ def test_the_production_stack_relays_bills_and_sweeps_holds(
 ):
     port = free_port()
     server = start(
-        [
-            str(BIN / "uvicorn"),
-            "config.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--loop",
-            "uvloop",
-            "--http",
-            "config.server:GuardedHttpToolsProtocol",
-            "--no-access-log",
-            "--no-proxy-headers",
-        ],
-        production_env,
+        [str(ROOT / "scripts/serve")],
+        dict(production_env, HOST="127.0.0.1", PORT=str(port), WORKERS="2"),
     )
     worker = start(
         [
