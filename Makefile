@@ -6,5 +6,5 @@ run:  ## install and run the service (embedded: SQLite, no other service)
 test:  ## install test dependencies and run every test
 	scripts/test
 
-lint:
+lint:  ## ruff: lint, and check that the code is formatted
 	.venv/bin/ruff check . && .venv/bin/ruff format --check .
