@@ -1,4 +1,8 @@
-"""Creating people and keys."""
+"""Creating people and keys.
+
+accounts calls billing for the money these carry (a key's allowance, with its ledger row);
+billing never imports accounts, so the dependency runs one way (billing.balances says why).
+"""
 
 from datetime import datetime
 

@@ -6,6 +6,7 @@ end, to a whole quota unit.
 """
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -183,6 +184,12 @@ def price_for(model: str) -> Price | None:
         cached = Price.from_row(row) if row else False
         shared_cache().set(key, cached, settings.RELAY_CACHE_SECONDS)
     return cached or None
+
+
+def priced_models(models: Collection[str]) -> set[str]:
+    """Those of ``models`` the operator has priced (free ones included): the ones a call may
+    name; any other is refused."""
+    return set(ModelPrice.objects.filter(model__in=models).values_list("model", flat=True))
 
 
 def group_ratio_for(group: str) -> Decimal:

@@ -3,11 +3,11 @@
 Every call places a hold before it goes upstream and settles (or releases) it after. Done one
 by one, each of those is a thread hop from the event loop plus a transaction and its commit,
 which cost more than the rest of the call together (bench/README.md). Here, each process has
-one writer thread: calls queue their operation (billing.services ``Reserve``, ``Settle``,
-``Release``) and await its result; the thread takes everything queued, runs it with
-``services.apply_batch`` in one transaction, commits once and answers each caller on its own
-event loop. Under load a batch holds many calls; at rest it holds one, and nobody waits for a
-timer.
+one writer thread: calls queue their operation (billing.operations ``Reserve``, ``Settle``,
+``Release``, ``Deliver``) and await its outcome; the thread takes everything queued, runs it
+with ``billing.batch.apply_batch`` in one transaction, commits once and answers each caller on
+its own event loop. Under load a batch holds many calls; at rest it holds one, and nobody
+waits for a timer.
 
 Nothing about the money changes: every operation is exactly what it is alone, the books
 balance after every commit, and a call's answer waits for its settlement to commit. If a batch
@@ -19,20 +19,26 @@ import asyncio
 import logging
 import queue
 import threading
+from typing import Any, TypeAlias, overload
 
 from django.db import connection
 
-from billing import services
+from billing.batch import apply_batch
+from billing.operations import Deliver, HeldQuota, Operation, Outcome, Release, Reserve, Settle
 
 logger = logging.getLogger(__name__)
 
-_queue: queue.SimpleQueue = queue.SimpleQueue()
+# (the operation, its caller's event loop, the future the caller awaits)
+Queued: TypeAlias = tuple[Operation, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+
+_queue: "queue.SimpleQueue[Queued]" = queue.SimpleQueue()
 _thread: threading.Thread | None = None
 _started = threading.Lock()
 
 
-def submit(operation) -> asyncio.Future:
-    """Queue ``operation``; the future gets its result (or exception) once committed."""
+def submit(operation: Operation) -> "asyncio.Future[Outcome | Exception]":
+    """Queue ``operation``; the future gets its outcome (or the exception that failed it)
+    once committed. A refusal is an outcome (``InsufficientQuota``), as in ``apply_batch``."""
     loop = asyncio.get_running_loop()
     future = loop.create_future()
     _queue.put((operation, loop, future))
@@ -41,15 +47,21 @@ def submit(operation) -> asyncio.Future:
     return future
 
 
-async def run(operation):
-    """Queue ``operation`` and wait for it to commit; a refusal is raised.
+@overload
+async def run(operation: Reserve) -> HeldQuota: ...
+@overload
+async def run(operation: Settle) -> int | None: ...
+@overload
+async def run(operation: Release | Deliver) -> bool: ...
+async def run(operation: Operation) -> Outcome:
+    """Queue ``operation`` and wait for it to commit; its outcome, a refusal raised.
 
     Shielded: if the caller is cancelled meanwhile, the operation still commits.
     """
-    result = await asyncio.shield(submit(operation))
-    if isinstance(result, Exception):
-        raise result
-    return result
+    outcome = await asyncio.shield(submit(operation))
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 def _start() -> None:
@@ -73,7 +85,7 @@ def _work() -> None:
             _reset_connection()  # idle: hand the connection back to the pool
 
 
-def _answer(batch, outcomes) -> None:
+def _answer(batch: list[Queued], outcomes: list[Outcome | Exception]) -> None:
     """Hand each caller its outcome, on the caller's own event loop."""
     for (_, loop, future), outcome in zip(batch, outcomes, strict=True):
         try:
@@ -82,21 +94,22 @@ def _answer(batch, outcomes) -> None:
             pass
 
 
-def _apply(batch) -> list:
+def _apply(batch: list[Queued]) -> list[Outcome | Exception]:
     operations = [operation for operation, _, _ in batch]
     try:
-        return services.apply_batch(operations)
+        return list(apply_batch(operations))
     except Exception:  # noqa: BLE001 - retried one by one below, each failure reported alone
         logger.warning("ledger batch of %d failed; retrying one by one", len(batch), exc_info=True)
         _reset_connection()
-    outcomes = []
+    outcomes: list[Outcome | Exception] = []
     for operation in operations:
         try:
-            [outcome] = services.apply_batch([operation])
+            [outcome] = apply_batch([operation])
         except Exception as problem:  # noqa: BLE001 - handed to the caller
             _reset_connection()
-            outcome = problem
-        outcomes.append(outcome)
+            outcomes.append(problem)
+        else:
+            outcomes.append(outcome)
     return outcomes
 
 
@@ -107,6 +120,6 @@ def _reset_connection() -> None:
         pass
 
 
-def _deliver(future: asyncio.Future, outcome) -> None:
+def _deliver(future: "asyncio.Future[Any]", outcome: Outcome | Exception) -> None:
     if not future.done():
         future.set_result(outcome)

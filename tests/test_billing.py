@@ -10,13 +10,23 @@ from django.utils import timezone
 from accounts.models import ApiKey, User
 from accounts.services import create_api_key
 from billing import services
+from billing.batch import apply_batch
 from billing.models import Hold, LedgerEntry, ModelPrice, UsageLog
+from billing.operations import (
+    CallRecord,
+    HeldQuota,
+    InsufficientQuota,
+    Release,
+    Reserve,
+    Settle,
+)
 from billing.pricing import Demand, Price, TokenUsage, price_for
+from billing.reconcile import reconcile
 from tests.charges import expected_charge
 
 pytestmark = pytest.mark.django_db
 
-CALL = services.CallRecord(endpoint="chat", model="gpt-4o")
+CALL = CallRecord(endpoint="chat", model="gpt-4o")
 
 
 def gpt4o() -> Price:
@@ -159,10 +169,10 @@ def test_a_released_hold_gives_everything_back(alice, books_balance):
 
 def test_no_hold_when_the_balance_or_the_key_cannot_cover_it(alice, books_balance):
     key, _ = create_api_key(user=alice, quota=100)
-    with pytest.raises(services.InsufficientQuota) as refused:
+    with pytest.raises(InsufficientQuota) as refused:
         services.reserve_quota(user_id=alice.id, api_key_id=key.id, unlimited_key=False, amount=101)
     assert refused.value.limit == "key"
-    with pytest.raises(services.InsufficientQuota) as refused:
+    with pytest.raises(InsufficientQuota) as refused:
         services.reserve_quota(
             user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=10_000_001
         )
@@ -176,7 +186,7 @@ def test_no_hold_when_the_balance_or_the_key_cannot_cover_it(alice, books_balanc
 def test_no_hold_once_the_balance_is_at_or_below_zero(alice, alice_key):
     key = ApiKey.objects.find(alice_key).get()
     services.grant(user=alice, amount=-10_000_000)
-    with pytest.raises(services.InsufficientQuota):
+    with pytest.raises(InsufficientQuota):
         services.reserve_quota(user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=1)
 
 
@@ -242,7 +252,7 @@ def test_a_key_limit_change_is_ledgered_for_the_key(alice, books_balance):
 
 def test_reconcile_names_an_account_whose_books_do_not_balance(alice, bob):
     User.objects.filter(id=bob.id).update(quota=1)  # a change with no ledger row
-    problems = services.reconcile()
+    problems = reconcile()
     assert [(p.kind, p.id) for p in problems] == [("user", bob.id)]
     assert "balance 1" in str(problems[0])
 
@@ -263,26 +273,36 @@ def test_a_batch_decides_each_operation_in_order_against_what_the_ones_before_le
         user_id=alice.id, api_key_id=key.id, unlimited_key=False, amount=10_000
     )
 
-    results = services.apply_batch(
+    bob_holds = Reserve(user_id=bob.id, api_key_id=bob_key.id, unlimited_key=True, amount=4_000)
+    alice_holds = Reserve(user_id=alice.id, api_key_id=key.id, unlimited_key=False, amount=15_000)
+    settling = Settle(
+        hold=settled,
+        price=gpt4o(),
+        group_ratio=Decimal(1),
+        usage=TokenUsage(input_tokens=800),
+        call=CALL,
+    )
+
+    results = apply_batch(
         [
-            services.Reserve(bob.id, bob_key.id, True, 4_000),
-            services.Reserve(bob.id, bob_key.id, True, 4_000),  # 1,000 left: refused
+            bob_holds,
+            bob_holds,  # 1,000 left: refused
             # The key's allowance has 10,000 left until the release below gives 10,000 back.
-            services.Reserve(alice.id, key.id, False, 15_000),
-            services.Settle(settled, gpt4o(), Decimal(1), TokenUsage(input_tokens=800), CALL),
-            services.Release(released),
-            services.Reserve(alice.id, key.id, False, 15_000),
-            services.Settle(settled, gpt4o(), Decimal(1), TokenUsage(input_tokens=800), CALL),
+            alice_holds,
+            settling,
+            Release(released),
+            alice_holds,
+            settling,
         ]
     )
 
     first, refused, too_early, cost, given_back, placed, again = results
-    assert isinstance(first, Hold) and first.id and first.amount == 4_000
-    assert isinstance(refused, services.InsufficientQuota) and refused.limit == "balance"
-    assert isinstance(too_early, services.InsufficientQuota) and too_early.limit == "key"
+    assert isinstance(first, HeldQuota) and first.id and first.amount == 4_000
+    assert isinstance(refused, InsufficientQuota) and refused.limit == "balance"
+    assert isinstance(too_early, InsufficientQuota) and too_early.limit == "key"
     assert cost == 1_000  # gpt-4o: 1.25 × 800
     assert given_back is True
-    assert isinstance(placed, Hold) and placed.id and placed.key_amount == 15_000
+    assert isinstance(placed, HeldQuota) and placed.id and placed.key_amount == 15_000
     assert again is None  # a hold settles once, even twice in one batch
     assert Hold.objects.filter(status=Hold.Status.OPEN).count() == 2
     key.refresh_from_db()
@@ -297,12 +317,18 @@ def test_a_failed_batch_leaves_nothing_behind(alice, alice_key, books_balance):
     hold = services.reserve_quota(
         user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=1_000
     )
-    broken = services.CallRecord(endpoint="chat", model="gpt-4o", channel_id="not a number")
+    broken = CallRecord(endpoint="chat", model="gpt-4o", channel_id="not a number")
     with pytest.raises(Exception):  # noqa: B017 - whichever error the database raises
-        services.apply_batch(
+        apply_batch(
             [
-                services.Reserve(alice.id, key.id, True, 2_000),
-                services.Settle(hold, gpt4o(), Decimal(1), TokenUsage(input_tokens=8), broken),
+                Reserve(user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=2_000),
+                Settle(
+                    hold=hold,
+                    price=gpt4o(),
+                    group_ratio=Decimal(1),
+                    usage=TokenUsage(input_tokens=8),
+                    call=broken,
+                ),
             ]
         )
     assert Hold.objects.get().status == Hold.Status.OPEN
@@ -322,22 +348,27 @@ def test_the_ledger_writer_answers_each_call_and_one_bad_operation_fails_alone(
     hold = services.reserve_quota(
         user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=1_000
     )
-    broken = services.CallRecord(endpoint="chat", model="gpt-4o", channel_id="not a number")
-    price = gpt4o()
+    broken = CallRecord(endpoint="chat", model="gpt-4o", channel_id="not a number")
+    reserve = Reserve(user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=100)
+    settle = Settle(
+        hold=hold,
+        price=gpt4o(),
+        group_ratio=Decimal(1),
+        usage=TokenUsage(input_tokens=8),
+        call=broken,
+    )
 
     async def many_calls():
-        reserves = [writer.run(services.Reserve(alice.id, key.id, True, 100)) for _ in range(40)]
-        bad = writer.run(
-            services.Settle(hold, price, Decimal(1), TokenUsage(input_tokens=8), broken)
-        )
+        reserves = [writer.run(reserve) for _ in range(40)]
+        bad = writer.run(settle)
         return await asyncio.gather(*reserves, bad, return_exceptions=True)
 
     *holds, failure = asyncio.run(many_calls())
 
-    assert all(isinstance(h, Hold) and h.id for h in holds)
+    assert all(isinstance(h, HeldQuota) and h.id for h in holds)
     assert len({h.id for h in holds}) == 40
     assert isinstance(failure, Exception)
-    assert not isinstance(failure, services.InsufficientQuota)
+    assert not isinstance(failure, InsufficientQuota)
     assert Hold.objects.filter(status=Hold.Status.OPEN).count() == 41
     assert User.objects.get(id=alice.id).quota == 10_000_000 - 1_000 - 40 * 100
     books_balance()

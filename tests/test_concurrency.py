@@ -12,6 +12,8 @@ from accounts.models import ApiKey, User
 from accounts.services import create_api_key
 from billing import services as billing
 from billing.models import Hold, ModelPrice, UsageLog
+from billing.operations import InsufficientQuota
+from billing.reconcile import reconcile
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -112,7 +114,7 @@ def test_concurrent_holds_on_one_balance_never_take_more_than_is_there(alice, al
                 user_id=alice.id, api_key_id=key_id, unlimited_key=True, amount=300
             )
             return True
-        except billing.InsufficientQuota:
+        except InsufficientQuota:
             return False
         finally:
             connection.close()
@@ -122,4 +124,4 @@ def test_concurrent_holds_on_one_balance_never_take_more_than_is_there(alice, al
 
     assert won == 10_000 // 300
     assert User.objects.get(id=alice.id).quota == 10_000 - won * 300
-    assert billing.reconcile() == []
+    assert reconcile() == []

@@ -1,6 +1,6 @@
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts.models import User
 from billing import services
 
 
@@ -13,7 +13,7 @@ class Command(BaseCommand):
         parser.add_argument("--note", default="")
 
     def handle(self, *args, username, quota, note, **options):
-        user = User.objects.filter(username=username).first()
+        user = get_user_model().objects.filter(username=username).first()
         if user is None:
             raise CommandError(f"no user {username!r}")
         services.grant(user=user, amount=quota, note=note or "granted by command")

@@ -2,7 +2,7 @@ import sys
 
 from django.core.management.base import BaseCommand
 
-from billing.services import reconcile
+from billing.reconcile import reconcile
 
 
 class Command(BaseCommand):

@@ -1,0 +1,422 @@
+"""The hot path's books: any number of operations decided and written in one transaction.
+
+``apply_batch`` runs Reserve / Settle / Release / Deliver operations (billing.operations) in one
+transaction; billing.writer batches the relay's calls this way, and the services in
+billing.services run one alone.
+"""
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from functools import cache
+from typing import Any, assert_never
+
+import psycopg
+from django.conf import settings
+from django.db import connection, models, transaction
+from django.utils import timezone
+from psycopg.types.json import Jsonb
+
+from billing.balances import KEY_TABLE, USER_TABLE
+from billing.models import Hold, UsageLog
+from billing.operations import (
+    Deliver,
+    HeldQuota,
+    InsufficientQuota,
+    Operation,
+    Outcome,
+    Release,
+    Reserve,
+    Settle,
+)
+
+# How a batch works: it locks the holds it closes, then the users, then the keys involved, each
+# in id order (every writer locks in this order, so two batches can never deadlock), and reads
+# their balances. Each operation is then decided in Python, in arrival order, against those
+# locked balances, exactly as a conditional UPDATE would decide it, and the changes are written
+# back table by table in the same order. A refusal changes nothing, so a batch never needs a
+# savepoint.
+
+HOLD_TABLE = Hold._meta.db_table
+
+# (table, the column read under lock, the ids to lock), in the lock order above.
+Locks = list[tuple[str, str, set[int]]]
+# A placed hold's row, until the database gives it an id and it becomes a HeldQuota.
+HoldRow = dict[str, Any]
+
+
+def apply_batch(operations: Sequence[Operation]) -> list[Outcome]:
+    """Run the operations in one transaction; their outcomes, in order.
+
+    A refusal (``InsufficientQuota``) is an outcome, not an exception: it changes nothing and
+    the others still commit. A database error fails the whole batch (nothing of it commits).
+    """
+    closing = [op.hold for op in operations if not isinstance(op, Reserve)]
+    reserves = [op for op in operations if isinstance(op, Reserve)]
+    user_ids = {op.user_id for op in reserves} | {hold.user_id for hold in closing}
+    key_ids = {op.api_key_id for op in reserves}
+    key_ids |= {hold.api_key_id for hold in closing if hold.api_key_id}
+    locks: Locks = [
+        (HOLD_TABLE, "status", {hold.id for hold in closing}),
+        (USER_TABLE, "quota", user_ids),
+        (KEY_TABLE, "remaining_quota", key_ids),
+    ]
+    run = _run_on_postgres if connection.vendor == "postgresql" else _run_on_sqlite
+    return run(operations, locks, reserves_only=not closing)
+
+
+class _Books:
+    """One batch's view of the rows it locked, and the changes it will write back."""
+
+    def __init__(
+        self, *, holds: dict[int, str], users: dict[int, int], keys: dict[int, int], now: datetime
+    ):
+        self.holds, self.users, self.keys = holds, users, keys  # id -> hold status / balance
+        self.now = now
+        self.user_changes: defaultdict[int, list[int]] = defaultdict(
+            lambda: [0, 0, 0]  # id -> [quota, used, requests]
+        )
+        self.key_changes: defaultdict[int, list[Any]] = defaultdict(
+            lambda: [0, 0, False]  # id -> [remaining, used, used now]
+        )
+        self.closed: dict[int, str] = {}  # hold id -> its new status
+        self.delivered: dict[int, int] = {}  # hold id -> the cost of its delivered answer
+        self.new_holds: list[HoldRow] = []
+        self.journal: list[dict[str, Any]] = []
+
+    def give(self, user_id: int, key_id: int | None, amount: int, key_amount: int) -> None:
+        self.users[user_id] = self.users.get(user_id, 0) + amount
+        self.user_changes[user_id][0] += amount
+        if key_amount and key_id is not None:
+            self.keys[key_id] = self.keys.get(key_id, 0) + key_amount
+            self.key_changes[key_id][0] += key_amount
+
+    def reserve(self, op: Reserve) -> HoldRow | InsufficientQuota:
+        least = op.amount if op.minimum is None else min(op.minimum, op.amount)
+        balance = self.users.get(op.user_id)
+        if balance is None or balance < least or balance <= 0:
+            return InsufficientQuota("balance", spent=balance is None or balance <= 0)
+        amount = min(op.amount, balance)
+        if not op.unlimited_key:
+            remaining = self.keys.get(op.api_key_id)
+            if remaining is None or remaining < least or remaining <= 0:
+                return InsufficientQuota("key", spent=remaining is None or remaining <= 0)
+            amount = min(amount, remaining)
+        key_amount = 0 if op.unlimited_key else amount
+        self.give(op.user_id, op.api_key_id, -amount, -key_amount)
+        row = {
+            "user_id": op.user_id,
+            "api_key_id": op.api_key_id,
+            "amount": amount,
+            "key_amount": key_amount,
+            "status": Hold.Status.OPEN,
+            "created_at": self.now,
+            "expires_at": self.now + timedelta(seconds=settings.HOLD_TTL_SECONDS),
+            "closed_at": None,
+            "delivered_quota": None,
+        }
+        self.new_holds.append(row)
+        return row
+
+    def settle(self, op: Settle) -> int | None:
+        hold = op.hold
+        status = self.holds.get(hold.id)
+        if status in (Hold.Status.OPEN, Hold.Status.DELIVERED):
+            returned, key_returned = hold.amount, hold.key_amount
+        elif status == Hold.Status.RELEASED:
+            returned, key_returned = 0, 0
+        else:
+            return None
+        self.holds[hold.id] = self.closed[hold.id] = Hold.Status.SETTLED
+        cost = op.price.charge(op.usage, op.group_ratio) if op.cost is None else op.cost
+        # A limited key pays from its allowance too; an unlimited key's hold took nothing.
+        key_cost = cost if hold.key_amount else 0
+        self.give(hold.user_id, hold.api_key_id, returned - cost, key_returned - key_cost)
+        self.user_changes[hold.user_id][1] += cost
+        self.user_changes[hold.user_id][2] += 1
+        if hold.api_key_id is not None:  # None: the key was deleted since
+            key = self.key_changes[hold.api_key_id]
+            key[1] += cost
+            key[2] = True
+        usage, call, price = op.usage, op.call, op.price
+        self.journal.append(
+            {
+                "user_id": hold.user_id,
+                "api_key_id": hold.api_key_id,
+                "hold_id": hold.id,
+                "channel_id": call.channel_id,
+                "endpoint": call.endpoint[:32],
+                "model": call.model[:128],
+                "upstream_model": call.upstream_model[:128],
+                "is_stream": call.is_stream,
+                "status": call.status,
+                **{name: _storable_count(getattr(usage, name)) for name in TOKEN_COLUMNS},
+                "service_tier": call.service_tier[:16],
+                "usage_flag": call.usage_flag,
+                "reported_usage": call.reported_usage,
+                "quota": cost,
+                "key_quota": key_cost,
+                "group_ratio": op.group_ratio,
+                "model_ratio": price.model_ratio,
+                "completion_ratio": price.completion_ratio,
+                "cache_read_ratio": price.cache_read_ratio,
+                "cache_write_ratio": price.cache_write_ratio,
+                "per_call_quota": price.per_call_quota,
+                "latency_ms": min(max(call.latency_ms, 0), 2**31 - 1),
+                "client_ip": _storable_ip(call.client_ip),
+                "created_at": self.now,
+            }
+        )
+        return cost
+
+    def deliver(self, op: Deliver) -> bool:
+        hold = op.hold
+        if self.holds.get(hold.id) != Hold.Status.OPEN:
+            return False
+        self.holds[hold.id] = self.closed[hold.id] = Hold.Status.DELIVERED
+        self.delivered[hold.id] = op.quota
+        return True
+
+    def release(self, op: Release) -> bool:
+        hold = op.hold
+        if self.holds.get(hold.id) != Hold.Status.OPEN:
+            return False
+        self.holds[hold.id] = self.closed[hold.id] = Hold.Status.RELEASED
+        self.give(hold.user_id, hold.api_key_id, hold.amount, hold.key_amount)
+        return True
+
+
+def _decide(operations: Sequence[Operation], books: _Books) -> list[Outcome | HoldRow]:
+    """Each operation's outcome, in order; a placed hold is its row until it has an id."""
+    results: list[Outcome | HoldRow] = []
+    for op in operations:
+        if isinstance(op, Reserve):
+            results.append(books.reserve(op))
+        elif isinstance(op, Settle):
+            results.append(books.settle(op))
+        elif isinstance(op, Release):
+            results.append(books.release(op))
+        elif isinstance(op, Deliver):
+            results.append(books.deliver(op))
+        else:
+            assert_never(op)
+    return results
+
+
+def _outcomes(results: list[Outcome | HoldRow], ids: Iterable[int]) -> list[Outcome]:
+    """The batch's outcomes, each placed hold as a ``HeldQuota`` with the id it was given
+    (``ids`` in the order the holds were inserted, which is the order they were decided)."""
+    next_id = iter(ids).__next__
+    return [
+        HeldQuota(
+            id=next_id(),
+            user_id=result["user_id"],
+            api_key_id=result["api_key_id"],
+            amount=result["amount"],
+            key_amount=result["key_amount"],
+            expires_at=result["expires_at"],
+        )
+        if isinstance(result, dict)
+        else result
+        for result in results
+    ]
+
+
+def _changes(
+    books: _Books, now: Any, journal_values: Callable[[type[models.Model], dict], list]
+) -> list[tuple[str, list[list]]]:
+    """The batch's writes as (statement, rows) pairs, each statement run once per row."""
+    statements = []
+    if books.closed:
+        statements.append(
+            (
+                f"UPDATE {HOLD_TABLE} SET status = %s, closed_at = %s,"
+                " delivered_quota = COALESCE(%s, delivered_quota) WHERE id = %s",
+                [
+                    [
+                        status,
+                        None if status == Hold.Status.DELIVERED else now,
+                        books.delivered.get(i),
+                        i,
+                    ]
+                    for i, status in sorted(books.closed.items())
+                ],
+            )
+        )
+    if books.user_changes:
+        statements.append(
+            (
+                f"UPDATE {USER_TABLE} SET quota = quota + %s, used_quota = used_quota + %s,"
+                " request_count = request_count + %s WHERE id = %s",
+                [[*change, i] for i, change in sorted(books.user_changes.items())],
+            )
+        )
+    if books.key_changes:
+        statements.append(
+            (
+                f"UPDATE {KEY_TABLE} SET remaining_quota = remaining_quota + %s,"
+                " used_quota = used_quota + %s, last_used_at = COALESCE(%s, last_used_at)"
+                " WHERE id = %s",
+                [
+                    [remaining, used, now if used_now else None, i]
+                    for i, (remaining, used, used_now) in sorted(books.key_changes.items())
+                ],
+            )
+        )
+    if books.journal:
+        rows = [journal_values(UsageLog, row) for row in books.journal]
+        statements.append((_insert_sql(UsageLog), rows))
+    return statements
+
+
+def _run_on_postgres(
+    operations: Sequence[Operation], locks: Locks, *, reserves_only: bool
+) -> list[Outcome]:
+    """Two round trips: the locked reads, then every write with the COMMIT (pipeline mode).
+
+    The cursors bind parameters on the server: Django's default cursor quotes each value into
+    the SQL text in Python, which for a batch's hundreds of values cost more than the rest.
+    """
+    connection.ensure_connection()
+    conn = connection.connection
+    now = timezone.now()
+    with conn.pipeline():
+        with conn.transaction():
+            if reserves_only:
+                _commit_without_waiting_for_disk(conn)
+            readers = []
+            for table, column, ids in locks:
+                reader = psycopg.Cursor(conn)
+                if ids:
+                    reader.execute(
+                        f"SELECT id, {column} FROM {table} WHERE id = ANY(%s)"
+                        " ORDER BY id FOR UPDATE",
+                        [sorted(ids)],
+                    )
+                readers.append(reader)
+            holds, users, keys = (
+                dict(reader.fetchall()) if ids else {}
+                for reader, (_, _, ids) in zip(readers, locks, strict=True)
+            )
+            books = _Books(holds=holds, users=users, keys=keys, now=now)
+            results = _decide(operations, books)
+            writer = psycopg.Cursor(conn)
+            for sql, rows in _changes(books, now, _values):
+                writer.executemany(sql, rows)
+            inserter = psycopg.Cursor(conn)
+            if books.new_holds:
+                inserter.executemany(
+                    _insert_sql(Hold) + " RETURNING id",
+                    [_values(Hold, row) for row in books.new_holds],
+                    returning=True,
+                )
+    # The transaction has committed; the new holds' ids were answered along with it.
+    ids = []
+    for index in range(len(books.new_holds)):
+        if index:
+            inserter.nextset()
+        ids.append(inserter.fetchone()[0])
+    return _outcomes(results, ids)
+
+
+def _run_on_sqlite(
+    operations: Sequence[Operation], locks: Locks, *, reserves_only: bool
+) -> list[Outcome]:
+    """Row by row: SQLite is the embedded, single-process default, and its IMMEDIATE
+    transactions take the whole database, so there is nothing to lock row by row."""
+    now = timezone.now()
+    db_now = connection.ops.adapt_datetimefield_value(now)
+    with transaction.atomic(), connection.cursor() as cursor:
+        read = []
+        for table, column, ids in locks:
+            marks = ", ".join(["%s"] * len(ids))
+            if ids:
+                cursor.execute(f"SELECT id, {column} FROM {table} WHERE id IN ({marks})", list(ids))
+            read.append(dict(cursor.fetchall()) if ids else {})
+        holds, users, keys = read
+        books = _Books(holds=holds, users=users, keys=keys, now=now)
+        results = _decide(operations, books)
+        for sql, rows in _changes(books, db_now, _prepared_row):
+            cursor.executemany(sql, rows)
+        ids = []
+        for row in books.new_holds:
+            cursor.execute(_insert_sql(Hold), _prepared_row(Hold, row))
+            ids.append(cursor.lastrowid)
+    return _outcomes(results, ids)
+
+
+# The batch's statements are plain SQL: building them with the ORM cost more CPU than running
+# them (bench/README.md). Table and column names come from the models. Each kind of change is
+# one statement run for every row (executemany); on PostgreSQL they go out in pipeline mode
+# with server-side parameters, so a whole batch costs two round trips.
+
+
+@cache
+def _columns(model: type[models.Model]) -> list[models.Field]:
+    return [f for f in model._meta.concrete_fields if not f.primary_key]
+
+
+@cache
+def _insert_sql(model: type[models.Model]) -> str:
+    fields = _columns(model)
+    return (
+        f"INSERT INTO {model._meta.db_table} ({', '.join(f.column for f in fields)})"
+        f" VALUES ({', '.join(['%s'] * len(fields))})"
+    )
+
+
+TOKEN_COLUMNS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "audio_input_tokens",
+    "audio_output_tokens",
+    "web_search_calls",
+)
+# A journal row must always be writable, whatever figures reached it: a settlement that fails
+# on a value would leave a delivered answer unbilled.
+LARGEST_COUNT = 2**62
+
+
+def _storable_count(value: Any) -> int:
+    return min(max(int(value), 0), LARGEST_COUNT)
+
+
+def _storable_ip(value: str | None) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _values(model: type[models.Model], row: dict[str, Any]) -> list:
+    """A row's values in column order; psycopg adapts them (aware datetimes, Decimals) itself,
+    JSON apart."""
+    return [
+        Jsonb(row[f.attname]) if f.attname in _json_columns(model) else row[f.attname]
+        for f in _columns(model)
+    ]
+
+
+@cache
+def _json_columns(model: type[models.Model]) -> frozenset[str]:
+    return frozenset(f.attname for f in _columns(model) if isinstance(f, models.JSONField))
+
+
+def _prepared_row(model: type[models.Model], row: dict[str, Any]) -> list:
+    """A row's values in column order, prepared for the database as the ORM would (SQLite)."""
+    return [f.get_db_prep_save(row[f.attname], connection) for f in _columns(model)]
+
+
+def _commit_without_waiting_for_disk(conn: psycopg.Connection) -> None:
+    """Let PostgreSQL acknowledge this transaction before its WAL reaches the disk.
+
+    Only for a batch of reserves and nothing else: a crash can lose such a transaction,
+    but only whole, and losing holds together with their decrements leaves the books exact
+    (none of those calls was answered).
+    """
+    conn.execute("SET LOCAL synchronous_commit TO OFF")
