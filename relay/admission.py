@@ -27,7 +27,7 @@ from relay.auth import KeyInfo
 from relay.calls import Call, give_slot, take_slot, track
 from relay.errors import RelayError
 from relay.operations import Format, Operation
-from relay.providers import provider_for
+from relay.providers import channel_types_for, provider_for
 from relay.responses import Request
 from relay.routing import ChannelInfo, channels_for, channels_version, enabled_channels
 
@@ -244,7 +244,8 @@ async def _channels(
     enabled = routing.current_snapshot(version)
     if enabled is None:
         enabled = await database.run(enabled_channels, version)
-    channels = channels_for(enabled, group=key.group, model=model, types=operation.served_by)
+    types = channel_types_for(operation.served_by)
+    channels = channels_for(enabled, group=key.group, model=model, types=types)
     if channels:
         return channels
     # A model offered only by channels that cannot do this operation (a Claude model on

@@ -66,7 +66,7 @@ async def _forward(call: Call) -> Response | StreamingResponse:
             request_body = _upstream_body(call, provider)
         except conversions.ConversionError as problem:
             raise errors.invalid_request(str(problem)) from None
-        client = upstream.client()
+        client = provider.client()
         try:
             response = await client.send(
                 upstream.request(

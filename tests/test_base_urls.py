@@ -238,3 +238,25 @@ def test_base_urls_ending_in_v1_keep_working(
     ]
     settled_usage(2)
     books_balance()
+
+
+def test_an_anthropic_vendor_base_url_gets_v1_messages():
+    assert provider_for("anthropic").url("https://api.deepseek.com/anthropic", MESSAGES) == (
+        "https://api.deepseek.com/anthropic/v1/messages"
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_anthropic_call_reaches_a_vendor_prefix_without_v1(
+    alice, alice_key, make_anthropic, prefixed, books_balance
+):
+    add_channel(prefixed.url("/api/anthropic"), type="anthropic", models=["claude-haiku-4-5"])
+
+    message = make_anthropic(alice_key).messages.create(
+        model="claude-haiku-4-5", max_tokens=64, messages=HELLO
+    )
+
+    assert message.content[0].text == "from the prefix"
+    assert prefixed.paths == ["/api/anthropic/v1/messages"]
+    settled_usage()
+    books_balance()

@@ -11,7 +11,7 @@ class AnthropicProvider(Provider):
     native = frozenset({MESSAGES})
 
     def url(self, base_url: str, operation: str) -> str:
-        return join_url(base_url, "/v1/messages")
+        return join_url(base_url, "/v1/messages", convention="anthropic")
 
     def headers(self, api_key: str, client_headers: dict[str, str]) -> dict[str, str]:
         headers = {
