@@ -1,59 +1,72 @@
-"""One cache client per process, for the relay's per-call lookups.
+"""Everything Sluice caches, in one place: what each process keeps, what drops it, and how
+soon the other processes notice.
 
-``django.core.cache.cache`` is context-local: under ASGI every request (and every
-sync_to_async call from it) gets a fresh backend, which for Redis means a fresh connection
-pool and a new TCP connection per call. The hot path reads through this process-wide instance
-instead; writes and invalidations may use either, since both reach the same store.
+Two layers. Each process keeps copies in memos (``LocalMemo``, below), read on the event loop
+with no I/O. Behind them is the shared cache (``shared_cache()``), which every process of the
+site reaches: Redis in production, a folder of files (``SLUICE_DATA_DIR/cache``) in embedded
+mode, so a management command or an admin page served by another process reaches the server
+the way another node would.
+
+What is kept, where, and what drops it:
+
+- A key's settings (relay.auth): in each process, ``known_keys`` / ``unknown_keys``, made at
+  a ``KEYS`` version, for at most RELAY_CACHE_SECONDS; in the shared cache, ``apikey:<lookup
+  hash>`` for RELAY_CACHE_SECONDS. Dropped when a key is saved or deleted, or a user's group
+  or is_active is saved (relay.signals).
+- The enabled channels (relay.routing): in each process, ``channel_table``, made at a
+  ``CHANNELS`` version, for at most RELAY_CACHE_SECONDS; nothing shared (decrypted upstream
+  keys never leave the process). Dropped when a channel is saved or deleted (relay.signals).
+- A price, a group ratio (billing.pricing): in each process, ``memo`` for
+  RELAY_LOCAL_CACHE_SECONDS; in the shared cache, ``price:v2:<model>`` and
+  ``group-ratio:<group>`` for RELAY_CACHE_SECONDS. Dropped when a ModelPrice or GroupRatio is
+  saved or deleted (billing.signals).
+- The versions ``KEYS`` and ``CHANNELS``: in each process, ``memo``; in the shared cache,
+  ``apikeys:epoch`` and ``channels:version``, with no expiry. They are what moves.
+- Users and keys just refused for a spent balance (relay.admission): a memo of its own, for
+  3 s, in that process only. Nothing drops them; they expire.
+
+One mechanism drops them all: ``forget`` (through ``forget_keys``, ``forget_channels``,
+``forget_shared``), called by the signals of whatever changed. In the process that saved the
+change, its copies go at once. Other processes notice within RELAY_LOCAL_CACHE_SECONDS, the
+longest they trust their last look at the shared cache: a price's or group ratio's memo entry
+expires and the shared entry behind it is gone; keys and channels, dearer to reload, stay in
+a process for as long as their shared version has not moved, and ``forget`` moves it. A
+change made behind Django's back (SQL) sends no signal: it is noticed once the copies expire,
+within RELAY_CACHE_SECONDS for channels, and for prices (plus RELAY_LOCAL_CACHE_SECONDS);
+within twice that for keys (a process may have copied a shared entry about to expire).
+
+Tests forget everything, in every layer, with ``forget_all()``.
 """
 
 import random
+import secrets
 import threading
 import time
+import weakref
 from collections import OrderedDict
+from collections.abc import Iterable
 from functools import cache
 
 from django.conf import settings
 from django.core.cache import caches
 from django.db import transaction
 
+SHARED_CACHE = "shared"
+
 
 @cache
 def shared_cache():
-    return caches.create_connection("default")
+    """The shared cache, one client per process.
 
-
-def forget_now_and_after_commit(forget) -> None:
-    """Drop cached copies now, and again once the change that made them stale commits.
-
-    Signals fire inside the saving transaction: another process that reloads in between
-    would read the old row and cache it again. The second drop removes that copy. (Outside a
-    transaction the change is already committed: once is enough.)
+    ``django.core.cache.caches[...]`` is context-local: under ASGI every request (and every
+    sync_to_async call from it) would get a fresh backend, which for Redis means a fresh
+    connection pool and a new TCP connection per call.
     """
-    forget()
-    if transaction.get_connection().in_atomic_block:
-        transaction.on_commit(forget)
-
-
-def version(name: str) -> int:
-    """A shared version number (0 until first moved): processes compare it with the one their
-    copy of something was made at."""
-    return shared_cache().get(name, 0)
-
-
-def move_version(name: str) -> None:
-    """Move a shared version number on, so every process drops its copy."""
-    try:
-        shared_cache().incr(name)
-    except ValueError:  # never moved before (or evicted)
-        shared_cache().set(name, 1, None)
+    return caches.create_connection(SHARED_CACHE)
 
 
 class LocalMemo:
     """Values kept in this process for a moment, in front of the shared cache.
-
-    For what every call reads and operators rarely change (keys, prices, group ratios, the
-    channel table's version): a saved change clears this process's memo at once (billing.signals,
-    relay.signals) and reaches other processes within ``seconds``.
 
     At most ``max_entries`` are kept, the least recently used going first: some keys come from
     callers (a model name before its price is checked, any presented key's hash), and without a
@@ -61,7 +74,11 @@ class LocalMemo:
     loop, but ``clear`` also runs in other threads (signals from admin, management commands): a
     lock around every change keeps the dictionary whole. It is held for microseconds and never
     across an ``await``.
+
+    Every memo made is known to ``forget_all``, wherever it is made.
     """
+
+    _every: "weakref.WeakSet[LocalMemo]" = weakref.WeakSet()
 
     def __init__(self, seconds: float, spread: float = 0.0, max_entries: int | None = None):
         self.seconds = seconds
@@ -76,6 +93,7 @@ class LocalMemo:
         # key -> (expires at, value), least recently used first
         self._values: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+        LocalMemo._every.add(self)
 
     def __len__(self) -> int:
         return len(self._values)
@@ -100,9 +118,133 @@ class LocalMemo:
             while len(self._values) > self.max_entries:
                 self._values.popitem(last=False)
 
+    def lookup_at(self, key, version: int) -> tuple[bool, object]:
+        """(True, value) while ``key`` is fresh and was put at ``version``, else (False, None)."""
+        found, entry = self.lookup(key)
+        if found and entry[0] == version:
+            return True, entry[1]
+        return False, None
+
+    def put_at(self, key, version: int, value) -> None:
+        """Keep ``value``, made while the shared version was ``version``."""
+        self.put(key, (version, value))
+
     def clear(self) -> None:
         with self._lock:
             self._values.clear()
 
 
+class SharedVersion:
+    """A number in the shared cache that moves whenever copies of one kind of thing go stale:
+    a process compares it with the one its copy was made at.
+
+    A version that went missing (the shared cache was emptied, or evicted it) reads as 0 and
+    restarts from a random number, never from 1: a copy made at the old number would
+    otherwise be believed again once the count got back to it.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"SharedVersion({self.name!r})"
+
+    def read(self) -> int:
+        """The version now (sync: a shared cache round trip)."""
+        return shared_cache().get(self.name, 0)
+
+    def move(self) -> None:
+        """Move the version on, so every process drops its copies made before."""
+        try:
+            shared_cache().incr(self.name)
+        except ValueError:  # missing
+            shared_cache().set(self.name, 1 + secrets.randbelow(2**62), None)
+
+
+KEYS = SharedVersion("apikeys:epoch")
+CHANNELS = SharedVersion("channels:version")
+
+# --- What each process keeps ------------------------------------------------------------------
+
 memo = LocalMemo(seconds=settings.RELAY_LOCAL_CACHE_SECONDS)
+"""Prices (``("price", model)``), group ratios (``("group", name)``) and the shared versions
+(relay.database.remembered): a change saved elsewhere reaches this process when they expire."""
+
+# Made-up keys remembered per process (real ones: settings.RELAY_LOCAL_CACHE_ENTRIES).
+UNKNOWN_KEYS_KEPT = 1000
+
+known_keys = LocalMemo(seconds=settings.RELAY_CACHE_SECONDS, spread=0.5)
+"""Lookup hash -> (KEYS version, relay.auth.KeyInfo)."""
+unknown_keys = LocalMemo(seconds=settings.RELAY_CACHE_SECONDS, max_entries=UNKNOWN_KEYS_KEPT)
+"""Lookup hash -> (KEYS version, None). Unknown keys are remembered too (a client retrying a
+wrong key should not reach the database every call), but apart and in a few entries: anyone
+can present any number of made-up keys, and those must not push real keys out."""
+
+channel_table = LocalMemo(seconds=settings.RELAY_CACHE_SECONDS, max_entries=1)
+"""``"enabled"`` -> (CHANNELS version, [relay.routing.ChannelInfo])."""
+
+# --- Dropping copies when something changes ---------------------------------------------------
+
+
+def key_cache_key(lookup_hash: str) -> str:
+    """A key's entry in the shared cache."""
+    return f"apikey:{lookup_hash}"
+
+
+def forget(
+    *,
+    shared_keys: Iterable[str] = (),
+    version: SharedVersion | None = None,
+    memos: Iterable[LocalMemo] = (),
+) -> None:
+    """Drop the copies a change being saved makes stale: ``shared_keys`` from the shared cache,
+    ``memos`` and ``memo`` (so this process also re-reads the versions at once) from this
+    process, and, by moving ``version``, every other process's copies made before.
+
+    Done now, and again once the saving transaction commits: signals fire inside it, and
+    another process that reloads in between would read the old row and cache it again; the
+    second drop removes that copy. (Outside a transaction the change is already committed:
+    once is enough.)
+    """
+    shared_keys, memos = list(shared_keys), [*memos, memo]
+
+    def drop() -> None:
+        if shared_keys:
+            shared_cache().delete_many(shared_keys)
+        if version is not None:
+            version.move()
+        for each in memos:
+            each.clear()
+
+    drop()
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(drop)
+
+
+def forget_keys(lookup_hashes: Iterable[str]) -> None:
+    """Drop keys from the shared cache and make every process forget the keys it knows."""
+    forget(
+        shared_keys=map(key_cache_key, lookup_hashes),
+        version=KEYS,
+        memos=(known_keys, unknown_keys),
+    )
+
+
+def forget_channels() -> None:
+    """Make every process reload its channels."""
+    forget(version=CHANNELS, memos=(channel_table,))
+
+
+def forget_shared(*shared_keys: str) -> None:
+    """Drop entries from the shared cache, and this process's ``memo`` (prices, group ratios):
+    other processes' memo entries expire within RELAY_LOCAL_CACHE_SECONDS."""
+    forget(shared_keys=shared_keys)
+
+
+def forget_all() -> None:
+    """Forget every copy of everything, in this process and in the shared cache (for tests:
+    cached rows must not outlive the test database they came from)."""
+    for each in list(LocalMemo._every):
+        each.clear()
+    shared_cache().clear()
+    caches["default"].clear()

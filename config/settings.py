@@ -1,19 +1,23 @@
 """Sluice settings: every knob comes from an environment variable with a safe default.
 
 Two ways to run (README.md, "Configuration"):
-- embedded (the default): SQLite in a data folder, local-memory cache, in-memory channel layer,
-  Celery on kombu's filesystem transport; secrets are generated once and kept in the data folder.
+- embedded (the default): SQLite in a data folder, local-memory cache (the relay's shared cache
+  in files there, config.cache), in-memory channel layer, Celery on kombu's filesystem
+  transport; secrets are generated once and kept in the data folder.
 - production: ``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL`` set; secrets come from the
-  environment.
+  environment, and a node missing one refuses to start (``SLUICE_GENERATE_SECRETS=1``: a single
+  node, or tests, may generate them into the data folder instead).
 """
 
 import os
-import secrets
+import sys
 from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
-from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+
+from config import shared_secrets
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -35,28 +39,6 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 DATA_DIR = Path(env("SLUICE_DATA_DIR", str(BASE_DIR / "data")))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
-
-
-def kept_secret(name: str, make) -> str:
-    """Read a secret from the environment, else from the data folder, creating it once there."""
-    if os.environ.get(name):
-        return os.environ[name]
-    path = DATA_DIR / f".{name.lower()}"
-    if not path.exists():
-        path.write_text(make())
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
-SECRET_KEY = kept_secret("SECRET_KEY", lambda: secrets.token_urlsafe(50))
-# The HMAC key behind every API-key lookup. Its own setting, so rotating SECRET_KEY (sessions)
-# never invalidates users' keys; changing it does.
-KEY_LOOKUP_SECRET = kept_secret("KEY_LOOKUP_SECRET", lambda: secrets.token_urlsafe(48))
-# Fernet keys, newest first, comma-separated: API keys and channel keys are encrypted with the
-# first and decrypted with any, so an operator rotates by prepending a key.
-KEY_ENCRYPTION_KEYS = kept_secret(
-    "KEY_ENCRYPTION_KEYS", lambda: Fernet.generate_key().decode()
-).split(",")
 
 DEBUG = env_bool("DEBUG")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
@@ -142,12 +124,55 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
+# --- Secrets ---------------------------------------------------------------------------------
+# SECRET_KEY, KEY_LOOKUP_SECRET and KEY_ENCRYPTION_KEYS (config.shared_secrets says what each
+# is for). Against SQLite they are generated once into the data folder when the environment
+# lacks them. A server database is shared by several nodes, and a node that generated its own
+# would fail every key made on another: there, a missing one stops the process at once, unless
+# SLUICE_GENERATE_SECRETS=1 says this node is alone (tests, a single-node trial). The one
+# command that must run without them is the one that makes them.
+_may_generate_secrets = env_bool("SLUICE_GENERATE_SECRETS") or (
+    DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+)
+_missing_secrets = shared_secrets.missing(os.environ)
+if _missing_secrets and not _may_generate_secrets and sys.argv[1:2] != ["generate_secrets"]:
+    raise ImproperlyConfigured(
+        f"DATABASE_URL names a server database, so every node must share its secrets, but "
+        f"{', '.join(_missing_secrets)} {'is' if len(_missing_secrets) == 1 else 'are'} not set "
+        f"in the environment. Run `manage.py generate_secrets` once, put the lines it prints "
+        f"into the environment of every node, and start again (a single node, or a test run, "
+        f"may set SLUICE_GENERATE_SECRETS=1 to keep generated ones in SLUICE_DATA_DIR instead)."
+    )
+
+
+def kept_secret(name: str) -> str:
+    """A secret from the environment, else from the data folder, generated there once."""
+    if os.environ.get(name):
+        return os.environ[name]
+    if not _may_generate_secrets:  # generate_secrets, running before the secrets exist
+        return shared_secrets.fresh(name)  # a throwaway: never written, never used
+    path = DATA_DIR / f".{name.lower()}"
+    if not path.exists():
+        path.write_text(shared_secrets.fresh(name))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = kept_secret("SECRET_KEY")
+KEY_LOOKUP_SECRET = kept_secret("KEY_LOOKUP_SECRET")
+# Newest first: keys are encrypted with the first and decrypted with any, so an operator
+# rotates by prepending one.
+KEY_ENCRYPTION_KEYS = kept_secret("KEY_ENCRYPTION_KEYS").split(",")
+
 # --- Redis: cache, channel layer, Celery broker ---------------------------------------------
+# "shared" is the relay's shared cache (config.cache): keys, prices and the versions that tell
+# every process when its own copies went stale. Every process must reach the same one: Redis,
+# or without it a folder of files (a local-memory cache would be one per process, and a change
+# made by a management command would reach the server only when its copies expired).
 REDIS_URL = env("REDIS_URL")
 if REDIS_URL:
-    CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
-    }
+    redis_cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    CACHES = {"default": redis_cache, "shared": dict(redis_cache)}
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -156,7 +181,16 @@ if REDIS_URL:
     }
     CELERY_BROKER_URL = REDIS_URL
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "shared": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(DATA_DIR / "cache"),
+            # A few hundred keys and models in use at once; beyond this a third of the files
+            # go (each one is reloaded when next needed), which keeps every write cheap.
+            "OPTIONS": {"MAX_ENTRIES": 1000},
+        },
+    }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     broker_dir = DATA_DIR / "broker"
     for sub in ("queue", "control"):
@@ -242,11 +276,12 @@ RELAY_READ_TIMEOUT = float(env("RELAY_READ_TIMEOUT", "600"))
 # must outlast the longest call, so it is the read timeout plus a margin by default.
 HOLD_TTL_SECONDS = int(env("HOLD_TTL_SECONDS", str(int(RELAY_READ_TIMEOUT) + 300)))
 HOLD_SWEEP_SECONDS = float(env("HOLD_SWEEP_SECONDS", "60"))
-# How long cached key, price and channel lookups live in the cache (seconds); writes through
-# the services invalidate them at once, this only bounds staleness of direct database edits.
+# What each process caches, what drops it and how soon: config.cache. Changes saved through
+# Django drop the copies at once; these bound what a change made behind Django's back can take.
+# Keys and prices live this long in the shared cache, keys and channels as long in a process:
 RELAY_CACHE_SECONDS = int(env("RELAY_CACHE_SECONDS", "60"))
-# Prices, group ratios and the channel table's version are also kept in each process for this
-# long (a change saved elsewhere reaches the process within it; in-process at once).
+# Prices, group ratios and the shared versions are re-read this often in each process, so a
+# change saved in another process (or node) reaches it within this time.
 RELAY_LOCAL_CACHE_SECONDS = float(env("RELAY_LOCAL_CACHE_SECONDS", "1"))
 
 CELERY_BEAT_SCHEDULE = {

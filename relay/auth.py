@@ -1,11 +1,9 @@
 """Who is calling: the API key from the request, found by its HMAC, checked, and the client IP.
 
-A key's settings are cached by its lookup HMAC (never by the key itself): in the shared cache
-for RELAY_CACHE_SECONDS, and in each process (``key_info``) for as long as the shared "keys
-epoch" stays the same. Saving any key or user drops its shared entry and moves the epoch on
-(relay.signals), so every process forgets its keys within RELAY_LOCAL_CACHE_SECONDS, the
-time it trusts its last look at the epoch. Balances are not cached: placing a hold checks
-them in the database every call.
+A key's settings are cached by its lookup HMAC (never by the key itself) in the shared cache,
+and in each process for as long as the shared ``KEYS`` version stays where it was when they
+were read: config.cache says what drops them and how soon other processes notice. Balances
+are not cached: placing a hold checks them in the database every call.
 """
 
 import ipaddress
@@ -17,12 +15,10 @@ from django.utils import timezone
 
 from accounts import secrets as key_secrets
 from accounts.models import ApiKey, ip_in
-from config.cache import LocalMemo, move_version, shared_cache, version
+from config import cache
+from config.cache import key_cache_key, shared_cache
 from relay import database
 from relay.errors import RelayError
-
-# Made-up keys remembered per process (real ones: settings.RELAY_LOCAL_CACHE_ENTRIES).
-UNKNOWN_KEYS_KEPT = 1000
 
 
 @dataclass(frozen=True)
@@ -46,10 +42,6 @@ class KeyInfo:
         return not self.allowed_ips or ip_in(ip, self.allowed_ips)
 
 
-def key_cache_key(lookup_hash: str) -> str:
-    return f"apikey:{lookup_hash}"
-
-
 def _load(lookup_hash: str) -> KeyInfo | None:
     row = ApiKey.objects.select_related("user").filter(lookup_hash=lookup_hash).first()
     if row is None:
@@ -67,36 +59,23 @@ def _load(lookup_hash: str) -> KeyInfo | None:
     )
 
 
-EPOCH_KEY = "apikeys:epoch"
-# lookup hash -> (epoch, KeyInfo). Unknown keys are remembered too (a client retrying a wrong
-# key should not reach the database every call), but apart and in a few entries: anyone can
-# present any number of made-up keys, and those must not push real keys out.
-_known = LocalMemo(seconds=settings.RELAY_CACHE_SECONDS, spread=0.5)
-_unknown = LocalMemo(seconds=settings.RELAY_CACHE_SECONDS, max_entries=UNKNOWN_KEYS_KEPT)
+EPOCH_KEY = cache.KEYS.name
 
 
 def keys_epoch() -> int:
-    """The shared epoch of key settings (sync)."""
-    return version(EPOCH_KEY)
-
-
-def forget_keys(lookup_hashes) -> None:
-    """Drop keys from the shared cache and make every process forget the keys it knows."""
-    shared_cache().delete_many([key_cache_key(h) for h in lookup_hashes])
-    move_version(EPOCH_KEY)
-    _known.clear()
-    _unknown.clear()
+    """The shared version of key settings (sync)."""
+    return cache.KEYS.read()
 
 
 async def key_info(lookup_hash: str) -> KeyInfo | None:
-    """The key's settings, from this process while the keys epoch has not moved."""
-    epoch = await database.remembered("keys-epoch", keys_epoch)
-    for memo in (_known, _unknown):
-        found, entry = memo.lookup(lookup_hash)
-        if found and entry[0] == epoch:
-            return entry[1]
+    """The key's settings, from this process while the keys' version has not moved."""
+    epoch = await database.remembered(EPOCH_KEY, keys_epoch)
+    for memo in (cache.known_keys, cache.unknown_keys):
+        found, info = memo.lookup_at(lookup_hash, epoch)
+        if found:
+            return info
     info = await database.run(find_key, lookup_hash)
-    (_unknown if info is None else _known).put(lookup_hash, (epoch, info))
+    (cache.unknown_keys if info is None else cache.known_keys).put_at(lookup_hash, epoch, info)
     return info
 
 
@@ -172,11 +151,19 @@ def no_key() -> RelayError:
 
 
 def check_key(info: KeyInfo | None, request) -> str | None:
-    """Refuse an unknown, disabled or expired key, or a caller outside its IP allow-list;
-    returns the caller's IP."""
+    """Refuse an unknown, disabled or expired key, a deactivated account's key, or a caller
+    outside its IP allow-list; returns the caller's IP."""
     if info is None:
         raise RelayError(401, "Incorrect API key provided.", code="invalid_api_key", retry=False)
-    if not info.enabled or not info.user_active:
+    if not info.user_active:
+        # Said first: enabling the key again would not help.
+        raise RelayError(
+            403,
+            "This API key's account is disabled; contact the site's operator.",
+            code="account_disabled",
+            retry=False,
+        )
+    if not info.enabled:
         raise RelayError(403, "This API key is disabled.", code="key_disabled", retry=False)
     if info.expires_at is not None and info.expires_at <= timezone.now():
         raise RelayError(403, "This API key has expired.", code="key_expired", retry=False)

@@ -1,9 +1,10 @@
 """Reads from the async relay: in a worker thread, connection returned at once.
 
-A call reads the database only when this process's memo of what it needs (a key's settings,
-a price, the channel table) is stale, and writes it only through the ledger writer
-(billing.writer). A read runs in a worker thread and hands its connection back to the pool as
-soon as it is done, so a pool of a few connections serves hundreds of calls in flight.
+A call reads the database only when this process's copy of what it needs (a key's settings,
+a price, the channel table: config.cache says what is kept and for how long) is stale, and
+writes it only through the ledger writer (billing.writer). A read runs in a worker thread and
+hands its connection back to the pool as soon as it is done, so a pool of a few connections
+serves hundreds of calls in flight.
 """
 
 from asgiref.sync import sync_to_async
@@ -30,7 +31,8 @@ async def run(function, /, *args, **kwargs):
 
 
 async def remembered(key, load, /, *args):
-    """``load(*args)`` through this process's memo: no thread hop while the value is fresh."""
+    """``load(*args)`` through this process's memo (config.cache.memo): no thread hop while the
+    value is fresh."""
     found, value = memo.lookup(key)
     if not found:
         value = await run(load, *args)

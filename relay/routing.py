@@ -1,20 +1,17 @@
 """Choosing channels for a call, from a per-process snapshot of the enabled channels.
 
-The snapshot is rebuilt when a channel is saved or deleted anywhere (relay.signals bumps a
-version number in the shared cache) or after RELAY_CACHE_SECONDS. It holds decrypted upstream
-keys in this process's memory only, never in the shared cache.
+The snapshot (config.cache.channel_table) is reloaded when a channel is saved or deleted
+anywhere (the shared ``CHANNELS`` version moves: config.cache) or after RELAY_CACHE_SECONDS.
+It holds decrypted upstream keys in this process's memory only, never in the shared cache.
 """
 
 import random
-import time
 from dataclasses import dataclass, field
 
-from django.conf import settings
-
-from config.cache import memo, move_version, version
+from config import cache
 from relay.models import Channel
 
-VERSION_KEY = "channels:version"
+VERSION_KEY = cache.CHANNELS.name
 
 
 @dataclass(frozen=True)
@@ -37,9 +34,6 @@ class ChannelInfo:
         return self.model_mapping.get(model, model)
 
 
-_snapshot: dict = {"version": None, "loaded_at": 0.0, "channels": []}
-
-
 def _load() -> list[ChannelInfo]:
     return [
         ChannelInfo(
@@ -59,8 +53,8 @@ def _load() -> list[ChannelInfo]:
 
 
 def channels_version() -> int:
-    """The shared version number of the channel table (sync: read it inside a burst)."""
-    return version(VERSION_KEY)
+    """The shared version of the channel table (sync: read it inside a burst)."""
+    return cache.CHANNELS.read()
 
 
 def enabled_channels(at_version: int | None = None) -> list[ChannelInfo]:
@@ -71,24 +65,15 @@ def enabled_channels(at_version: int | None = None) -> list[ChannelInfo]:
     snapshot = current_snapshot(at_version)
     if snapshot is None:
         snapshot = _load()
-        _snapshot["channels"] = snapshot
-        _snapshot["version"] = at_version
-        _snapshot["loaded_at"] = time.monotonic()
+        cache.channel_table.put_at("enabled", at_version, snapshot)
     return snapshot
 
 
 def current_snapshot(at_version: int) -> list[ChannelInfo] | None:
     """The snapshot if it is of ``at_version`` and fresh, else None (never reads the database,
     so the event loop may call it)."""
-    fresh = time.monotonic() - _snapshot["loaded_at"] < settings.RELAY_CACHE_SECONDS
-    return _snapshot["channels"] if fresh and _snapshot["version"] == at_version else None
-
-
-def forget_channels() -> None:
-    """Make every process reload its channels (called when a channel changes)."""
-    move_version(VERSION_KEY)
-    _snapshot["loaded_at"] = 0.0
-    memo.clear()
+    found, snapshot = cache.channel_table.lookup_at("enabled", at_version)
+    return snapshot if found else None
 
 
 def channels_for(

@@ -155,13 +155,13 @@ def shipped_prices(request):
 
 @pytest.fixture(autouse=True)
 def fresh_caches():
-    """Cached keys, prices and channels must not leak from one test's database to the next."""
-    cache.clear()
-    routing.forget_channels()
-    auth.forget_keys([])
-    admission.forget_spent_balances()
+    """Cached keys, prices, channels and spent balances must not leak from one test's database
+    to the next: every copy goes, in this process and in the shared cache (config.cache)."""
+    from config.cache import forget_all
+
+    forget_all()
     yield
-    cache.clear()
+    forget_all()
 
 
 def free_port() -> int:

@@ -133,3 +133,25 @@ def test_bad_input_is_refused_clearly(alice):
 def test_an_unlimited_key_is_the_default(alice):
     key = run("create_key", "alice").strip()
     assert ApiKey.objects.find(key).get().unlimited_quota
+
+
+def test_ensure_admin_does_not_echo_a_password_it_was_given(monkeypatch):
+    monkeypatch.setenv("SLUICE_ADMIN_USER", "operator")
+    monkeypatch.setenv("SLUICE_ADMIN_PASSWORD", "chosen-by-the-operator-1")
+
+    out = run("ensure_admin")
+
+    assert "chosen-by-the-operator-1" not in out
+    assert "operator" in out
+    assert User.objects.get(username="operator").check_password("chosen-by-the-operator-1")
+
+
+def test_ensure_admin_shows_a_password_it_generated_once(monkeypatch):
+    monkeypatch.setenv("SLUICE_ADMIN_USER", "operator")
+    monkeypatch.delenv("SLUICE_ADMIN_PASSWORD", raising=False)
+
+    first = run("ensure_admin")
+    password = first.split(" / ")[1].split()[0]
+
+    assert User.objects.get(username="operator").check_password(password)
+    assert password not in run("ensure_admin")

@@ -1,8 +1,9 @@
-"""API keys: their shape, and that no usable key is ever stored or logged."""
+"""API keys: their shape, that no usable key is ever stored or logged, and why one is refused."""
 
 import logging
 import re
 
+import httpx
 import pytest
 from cryptography.fernet import Fernet
 from django.db import connection
@@ -89,3 +90,71 @@ def test_the_log_filter_rewrites_records_with_arguments():
     )
     RedactSecrets().filter(record)
     assert "x" * 48 not in record.getMessage()
+
+
+# --- Why a key is refused: what would help ------------------------------------------------
+
+HELLO = [{"role": "user", "content": "Say hello"}]
+
+
+def refusal(relay_url: str, key: str, api: str) -> tuple[int, dict]:
+    """(status, error object) of a call with ``key`` in the API's own format."""
+    if api == "openai":
+        response = httpx.post(
+            f"{relay_url}/v1/chat/completions",
+            json={"model": "gpt-4o", "max_tokens": 10, "messages": HELLO},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+    else:
+        response = httpx.post(
+            f"{relay_url}/v1/messages",
+            json={"model": "claude-haiku-4-5", "max_tokens": 10, "messages": HELLO},
+            headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
+            timeout=30,
+        )
+    return response.status_code, response.json()["error"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_a_deactivated_accounts_key_says_the_account_is_disabled(
+    relay_url, alice, alice_key, api, mock_upstream
+):
+    alice.is_active = False
+    alice.save()
+
+    status, error = refusal(relay_url, alice_key, api)
+
+    assert status == 403
+    assert "account is disabled" in error["message"]
+    if api == "openai":
+        assert error["code"] == "account_disabled"
+    else:
+        assert error["type"] == "permission_error"
+    assert mock_upstream.requests == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_disabled_key_of_an_active_account_says_the_key_is_disabled(relay_url, alice):
+    api_key, key = create_api_key(user=alice)
+    api_key.status = ApiKey.Status.DISABLED
+    api_key.save()
+
+    status, error = refusal(relay_url, key, "openai")
+
+    assert (status, error["code"]) == (403, "key_disabled")
+    assert "account" not in error["message"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_account_is_named_when_both_it_and_its_key_are_disabled(relay_url, alice):
+    api_key, key = create_api_key(user=alice)
+    api_key.status = ApiKey.Status.DISABLED
+    api_key.save()
+    alice.is_active = False
+    alice.save()
+
+    status, error = refusal(relay_url, key, "openai")
+
+    assert (status, error["code"]) == (403, "account_disabled")

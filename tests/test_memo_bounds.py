@@ -4,6 +4,7 @@ import asyncio
 import threading
 import tracemalloc
 
+from config import cache
 from config.cache import LocalMemo
 from relay import auth
 
@@ -115,8 +116,8 @@ def test_made_up_keys_are_kept_apart_and_cannot_push_real_keys_out(monkeypatch):
 
     monkeypatch.setattr(auth, "find_key", find_key)
     # Room for only a few real keys, so that made-up ones sharing it would push them out.
-    monkeypatch.setattr(auth, "_known", LocalMemo(seconds=60, max_entries=5))
-    made_up = 3 * auth.UNKNOWN_KEYS_KEPT
+    monkeypatch.setattr(cache, "known_keys", LocalMemo(seconds=60, max_entries=5))
+    made_up = 3 * cache.UNKNOWN_KEYS_KEPT
 
     async def scenario():
         assert await auth.key_info("real") == real
@@ -128,4 +129,4 @@ def test_made_up_keys_are_kept_apart_and_cannot_push_real_keys_out(monkeypatch):
 
     asyncio.run(scenario())
     assert loads == []  # both answered from memory
-    assert len(auth._unknown) == auth.UNKNOWN_KEYS_KEPT
+    assert len(cache.unknown_keys) == cache.UNKNOWN_KEYS_KEPT

@@ -15,6 +15,11 @@ class Command(BaseCommand):
         if User.objects.filter(username=username).exists():
             self.stdout.write(f"admin login: {username} (password unchanged)")
             return
-        password = os.environ.get("SLUICE_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+        chosen = os.environ.get("SLUICE_ADMIN_PASSWORD")
+        password = chosen or secrets.token_urlsafe(12)
         create_user(username=username, password=password, is_staff=True)
-        self.stdout.write(f"admin login: {username} / {password}")
+        if chosen:
+            # The operator knows it; a log of the start-up must not.
+            self.stdout.write(f"admin login: {username} (password from SLUICE_ADMIN_PASSWORD)")
+        else:
+            self.stdout.write(f"admin login: {username} / {password} (shown once)")
