@@ -25,7 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run as bench  # noqa: E402
+from processes import Processes, child_pids  # noqa: E402
+from sluice import setup_sluice, start_sluice  # noqa: E402
+from targets import start_upstream  # noqa: E402
+from workload import post, request_body  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -37,7 +40,7 @@ def rss_mb(pid: int) -> float:
 
 def worker_pid(leader: int) -> int:
     """The uvicorn worker (the leader's child), or the leader itself with one process."""
-    children = bench.child_pids(leader)
+    children = child_pids(leader)
     return children[0] if children else leader
 
 
@@ -122,19 +125,19 @@ def main() -> int:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     args = parser.parse_args()
     args.keys = 1
-    procs = bench.Processes()
+    procs = Processes()
     workdir = Path(tempfile.mkdtemp(prefix="sluice-abuse-"))
     logs = workdir / "logs"
     logs.mkdir()
     try:
-        _, upstream_url = bench.start_upstream("aiohttp", procs, workdir, logs)
-        env, keys = bench.setup_sluice(args, workdir, upstream_url)
-        process, url = bench.start_sluice(procs, env, logs, workers=1)
+        _, upstream_url = start_upstream("aiohttp", procs, workdir, logs)
+        env, keys = setup_sluice(args, workdir, upstream_url)
+        process, url = start_sluice(procs, env, logs, workers=1)
         port = int(url.rsplit(":", 1)[1])
         key = keys["single"]
         time.sleep(1)
         pid = worker_pid(process.pid)
-        bench.post(f"{url}/v1/chat/completions", bench.request_body("plain"), key)  # warm up
+        post(f"{url}/v1/chat/completions", request_body("plain"), key)  # warm up
         print(f"worker RSS at rest: {rss_mb(pid):.0f} MB")
 
         statuses = asyncio.run(bogus_models(url, key, 1000, 100_000))
