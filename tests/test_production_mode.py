@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -40,6 +41,11 @@ def production_env(redis_url):
         os.environ,
         DATABASE_URL=database_url(),
         REDIS_URL=redis_url,
+        # As README asks of every node: the same three secrets, from the environment (the
+        # test process's, so the keys and channels the fixtures made work on the stack).
+        SECRET_KEY=settings.SECRET_KEY,
+        KEY_LOOKUP_SECRET=settings.KEY_LOOKUP_SECRET,
+        KEY_ENCRYPTION_KEYS=",".join(settings.KEY_ENCRYPTION_KEYS),
         HOLD_SWEEP_SECONDS="1",
         DATABASE_POOL_MAX="4",
     )
