@@ -23,14 +23,12 @@ import openai
 import pytest
 import uvicorn
 from django.conf import settings as django_settings
-from django.core.cache import cache
 from django.db import connection
 
 from accounts.services import create_api_key, create_user
 from billing import services as billing
 from billing.default_prices import load_default_prices
 from billing.models import ModelPrice
-from relay import admission, auth, routing
 from relay.models import Channel
 from tests.mock_upstream import mock_upstream  # noqa: F401 (a fixture)
 
