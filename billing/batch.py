@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any, assert_never
+from typing import Any, assert_never, cast
 
 import psycopg
 from django.conf import settings
@@ -312,12 +312,13 @@ def _run_on_postgres(
                     returning=True,
                 )
     # The transaction has committed; the new holds' ids were answered along with it.
-    ids = []
+    hold_ids = []
     for index in range(len(books.new_holds)):
         if index:
             inserter.nextset()
-        ids.append(inserter.fetchone()[0])
-    return _outcomes(results, ids)
+        (hold_id,) = cast(tuple[int], inserter.fetchone())
+        hold_ids.append(hold_id)
+    return _outcomes(results, hold_ids)
 
 
 def _run_on_sqlite(
@@ -339,11 +340,11 @@ def _run_on_sqlite(
         results = _decide(operations, books)
         for sql, rows in _changes(books, db_now, _prepared_row):
             cursor.executemany(sql, rows)
-        ids = []
+        hold_ids = []
         for row in books.new_holds:
             cursor.execute(_insert_sql(Hold), _prepared_row(Hold, row))
-            ids.append(cursor.lastrowid)
-    return _outcomes(results, ids)
+            hold_ids.append(cursor.lastrowid)
+    return _outcomes(results, hold_ids)
 
 
 # The batch's statements are plain SQL: building them with the ORM cost more CPU than running
@@ -361,7 +362,7 @@ def _columns(model: type[models.Model]) -> list[models.Field]:
 def _insert_sql(model: type[models.Model]) -> str:
     fields = _columns(model)
     return (
-        f"INSERT INTO {model._meta.db_table} ({', '.join(f.column for f in fields)})"
+        f"INSERT INTO {model._meta.db_table} ({', '.join(str(f.column) for f in fields)})"
         f" VALUES ({', '.join(['%s'] * len(fields))})"
     )
 
