@@ -31,21 +31,20 @@ from billing.operations import (
     Settle,
 )
 
+HOLD_TABLE = Hold._meta.db_table
+
+# (table, the column read under lock, the ids to lock), in the lock order below.
+Locks = list[tuple[str, str, set[int]]]
+# A placed hold's row, until the database gives it an id and it becomes a HeldQuota.
+HoldRow = dict[str, Any]
+
+
 # How a batch works: it locks the holds it closes, then the users, then the keys involved, each
 # in id order (every writer locks in this order, so two batches can never deadlock), and reads
 # their balances. Each operation is then decided in Python, in arrival order, against those
 # locked balances, exactly as a conditional UPDATE would decide it, and the changes are written
 # back table by table in the same order. A refusal changes nothing, so a batch never needs a
 # savepoint.
-
-HOLD_TABLE = Hold._meta.db_table
-
-# (table, the column read under lock, the ids to lock), in the lock order above.
-Locks = list[tuple[str, str, set[int]]]
-# A placed hold's row, until the database gives it an id and it becomes a HeldQuota.
-HoldRow = dict[str, Any]
-
-
 def apply_batch(operations: Sequence[Operation]) -> list[Outcome]:
     """Run the operations in one transaction; their outcomes, in order.
 
