@@ -19,7 +19,7 @@ from django.conf import settings
 
 from billing import services as billing
 from billing import writer
-from billing.models import Hold
+from billing.operations import HeldQuota, InsufficientQuota, Release, Reserve
 from billing.pricing import Demand, Price, group_ratio_for, price_for
 from config.cache import LocalMemo, memo
 from relay import auth, database, metering, routing, tokens, validation
@@ -197,7 +197,7 @@ async def _hold(call: Call) -> None:
     if named is None and limit > 1:
         least = call.price.most(replace(demand, output_tokens=1), call.group_ratio)
     placing = writer.submit(
-        billing.Reserve(
+        Reserve(
             user_id=call.key.user_id,
             api_key_id=call.key.id,
             unlimited_key=call.key.unlimited_quota,
@@ -211,7 +211,7 @@ async def _hold(call: Call) -> None:
         # The client left while the hold was being placed: nobody will settle it.
         placing.add_done_callback(_release_orphan)
         raise
-    if isinstance(outcome, billing.InsufficientQuota):
+    if isinstance(outcome, InsufficientQuota):
         if outcome.spent:
             who = ("key", call.key.id) if outcome.limit == "key" else ("user", call.key.user_id)
             _out_of_credit.put(who, True)
@@ -232,8 +232,8 @@ async def _hold(call: Call) -> None:
 
 def _release_orphan(placing: asyncio.Future) -> None:
     hold = placing.result()
-    if isinstance(hold, Hold):
-        writer.submit(billing.Release(hold))
+    if isinstance(hold, HeldQuota):
+        writer.submit(Release(hold))
 
 
 async def _channels(

@@ -20,9 +20,16 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from billing import services as billing
 from billing import writer
-from billing.models import Hold, UsageLog
+from billing.operations import (
+    CallRecord,
+    CallStatus,
+    Deliver,
+    HeldQuota,
+    Release,
+    Settle,
+    UsageFlag,
+)
 from billing.pricing import Price, TokenUsage
 from relay import metering
 from relay.auth import KeyInfo
@@ -97,7 +104,7 @@ class Call:
     started: float = field(default_factory=time.monotonic)
     client_headers: dict = field(default_factory=dict)  # the few forwarded upstream
     channels: list[ChannelInfo] = field(default_factory=list)
-    hold: Hold | None = None
+    hold: HeldQuota | None = None
     channel: ChannelInfo | None = None
     upstream_model: str = ""
     _closing: asyncio.Future | None = None
@@ -143,10 +150,10 @@ class Call:
             )
         except Exception:  # a bug must not leave the answer unbilled: bill the local counts
             logger.exception("checking the upstream usage of hold %s failed", self.hold.id)
-            usage, flag, raw = local(), UsageLog.UsageFlag.REJECTED, None
+            usage, flag, raw = local(), UsageFlag.REJECTED, None
         if self.options.searches_per_call and usage.web_search_calls == 0:
             usage = replace(usage, web_search_calls=1)  # OpenAI reports no count: one per call
-        if flag != UsageLog.UsageFlag.TRUSTED:
+        if flag != UsageFlag.TRUSTED:
             logger.warning(
                 "call on channel %s: upstream usage %s (%s)",
                 self.channel and self.channel.id,
@@ -182,7 +189,7 @@ class Call:
         )
         if self._settled is not None:
             # The answer was delivered: the hold must be charged, not released by its expiry.
-            writer.submit(billing.Deliver(self.hold, self._settled)).add_done_callback(
+            writer.submit(Deliver(self.hold, self._settled)).add_done_callback(
                 self._delivery_recorded
             )
 
@@ -196,14 +203,16 @@ class Call:
                 outcome,
             )
 
-    def _settlement(self, usage: TokenUsage, status: str, flag: str, raw) -> billing.Settle:
+    def _settlement(
+        self, usage: TokenUsage, status: CallStatus, flag: UsageFlag, raw: dict | None
+    ) -> Settle:
         self._settled = self.price.charge(usage, self.group_ratio)
-        return billing.Settle(
+        return Settle(
             hold=self.hold,
             price=self.price,
             group_ratio=self.group_ratio,
             usage=usage,
-            call=billing.CallRecord(
+            call=CallRecord(
                 endpoint=self.operation.name,
                 model=self.model,
                 upstream_model=self.upstream_model,
@@ -218,8 +227,8 @@ class Call:
             ),
         )
 
-    def _release(self) -> billing.Release:
-        return billing.Release(self.hold)
+    def _release(self) -> Release:
+        return Release(self.hold)
 
 
 def stream_response(

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 from django.conf import settings
 
-from billing.models import UsageLog
+from billing.operations import UsageFlag
 from billing.pricing import Price, TokenUsage
 from relay.errors import RelayError, invalid_request
 from relay.operations import Operation
@@ -220,7 +220,7 @@ def billable_usage(
     ``local_input`` its input part; ``output_cap`` the most output the call could produce
     (limit × choices); ``problem`` the raw figures of a usage the adapter could not read.
     """
-    flag = UsageLog.UsageFlag
+    flag = UsageFlag
     if problem is not None:
         return local(), flag.REJECTED, problem
     if reported is None:

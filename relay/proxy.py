@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 
-from billing.models import UsageLog
+from billing.operations import CallStatus
 from billing.pricing import TokenUsage
 from relay import conversions, errors, metering, tokens, upstream
 from relay.admission import admit
@@ -238,7 +238,7 @@ async def _finish_plain(call: Call, provider, response: httpx.Response) -> Respo
     # An upstream that reports no usage (or none to believe) is billed on local counts.
     await call.settle(
         reported,
-        UsageLog.Status.SUCCESS,
+        CallStatus.SUCCESS,
         local_output=lambda: tokens.count_text(_answer_text(answer), call.model),
         problem=problem,
     )
@@ -304,7 +304,7 @@ async def stream_answer(
     the rest of ``chunks``). Whatever ends it, its ``finally`` closes the upstream response
     and settles what was sent."""
     sent_text: list[str] = []
-    status = UsageLog.Status.CLIENT_GONE
+    status = CallStatus.CLIENT_GONE
     try:
         pending = list(first)
         while True:
@@ -321,27 +321,25 @@ async def stream_answer(
         tail = translator.finish()
         if tail:
             yield tail
-        status = (
-            UsageLog.Status.SUCCESS if translator.completed else (UsageLog.Status.UPSTREAM_ERROR)
-        )
+        status = CallStatus.SUCCESS if translator.completed else (CallStatus.UPSTREAM_ERROR)
     except (httpx.HTTPError, conversions.UpstreamStreamError) as problem:
-        status = UsageLog.Status.UPSTREAM_ERROR
+        status = CallStatus.UPSTREAM_ERROR
         logger.warning("stream from channel %s broke: %s", call.channel.id, type(problem).__name__)
         yield _stream_error(call, getattr(problem, "error_type", "api_error"))
     except Exception:  # a malformed event no translator foresaw: end the stream cleanly
-        status = UsageLog.Status.UPSTREAM_ERROR
+        status = CallStatus.UPSTREAM_ERROR
         logger.exception("stream from channel %s could not be translated", call.channel.id)
         yield _stream_error(call)
     finally:
-        if status == UsageLog.Status.CLIENT_GONE and translator.completed:
+        if status == CallStatus.CLIENT_GONE and translator.completed:
             # The client left after the upstream's last event had been handed on (the SDKs
             # close on [DONE] or message_stop without reading the end of the body): it has
             # the whole answer, which the upstream's usage counts exactly.
-            status = UsageLog.Status.SUCCESS
+            status = CallStatus.SUCCESS
         reported = translator.usage
         problem = getattr(translator, "usage_problem", None)
         output = tokens.count_text("".join(sent_text), call.model)
-        if not (status == UsageLog.Status.SUCCESS and reported and reported.output_tokens):
+        if not (status == CallStatus.SUCCESS and reported and reported.output_tokens):
             # The upstream's count is missing or covers more than the client got: bill the
             # output that was sent, and the upstream's input count when it gave one.
             if reported is not None and not _input_reported(reported):

@@ -9,7 +9,7 @@ key.
 
 import time
 
-from billing.models import ModelPrice
+from billing.pricing import priced_models
 from relay import admission, database, errors, proxy
 from relay.auth import authenticate
 from relay.errors import RelayError
@@ -79,7 +79,7 @@ def _usable_models(key) -> set[str]:
         for model in channel.served_models
         if key.allows_model(model)
     }
-    return set(ModelPrice.objects.filter(model__in=offered).values_list("model", flat=True))
+    return priced_models(offered)
 
 
 async def unknown_path(request):

@@ -48,7 +48,10 @@ def test_readyz_is_ok_when_the_database_and_cache_answer_and_logs_nothing(relay_
     response = httpx.get(f"{relay_url}/readyz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "cache": "ok"}}
+    assert response.json() == {
+        "status": "ok",
+        "checks": {"database": "ok", "cache": "ok", "cache.shared": "ok"},
+    }
     assert health_log() == []
 
 
@@ -89,7 +92,7 @@ def test_readyz_is_503_naming_the_database_when_it_fails_and_logs_its_recovery(
     recovered = httpx.get(f"{relay_url}/readyz")
 
     assert refused.status_code == 503
-    assert refused.json()["checks"] == {"database": "failed", "cache": "ok"}
+    assert refused.json()["checks"] == {"database": "failed", "cache": "ok", "cache.shared": "ok"}
     assert "not reachable" not in refused.text
     assert recovered.status_code == 200
     messages = [record.getMessage() for record in health_log()]
