@@ -46,6 +46,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 # Proxies whose X-Forwarded-For is believed (IPs or CIDRs). Empty: the socket peer is the client,
 # so nobody can spoof an IP allow-list by sending the header.
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
+# Origins browsers may call /v1 from ("*": any; the API key, not a cookie, is the credential).
+RELAY_CORS_ORIGINS = env_list("RELAY_CORS_ORIGINS", "*")
 
 INSTALLED_APPS = [
     "daphne",

@@ -341,7 +341,7 @@ def allowed_origins() -> frozenset[str]:
     """RELAY_CORS_ORIGINS as a set ("*" for any), read once (and again when a test changes it)."""
     global _origins
     if _origins is None:
-        setting = getattr(settings, "RELAY_CORS_ORIGINS", "*")
+        setting = settings.RELAY_CORS_ORIGINS
         listed = setting.split(",") if isinstance(setting, str) else setting
         _origins = frozenset(origin.strip().rstrip("/") for origin in listed if origin.strip())
     return _origins
