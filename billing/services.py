@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from billing import batch, operations
+from billing import batch
 from billing import reconcile as reconciliation
 from billing.balances import ApiKey, User
 from billing.batch import apply_batch
@@ -40,14 +40,11 @@ from billing.operations import (
 )
 from billing.pricing import Price, TokenUsage
 
-# Transition (issue 7): names imported from here before the split, kept as aliases until their
-# importers use their homes (the relay, tests, commands): the operations and outcomes are in
-# billing.operations (those above too), the batch in billing.batch, reconcile in
-# billing.reconcile.
-Deliver = operations.Deliver
-_Books = batch._Books
-Discrepancy = reconciliation.Discrepancy
-reconcile = reconciliation.reconcile
+# Transition (issue 7): names tests still reach through this module; their homes are
+# billing.batch and billing.reconcile (the operations, billing.operations, are imported above
+# for the services' own use).
+_Books = batch._Books  # tests/test_hostile_upstream.py
+reconcile = reconciliation.reconcile  # tests/conftest.py
 
 
 def grant(
