@@ -21,8 +21,6 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from billing import batch
-from billing import reconcile as reconciliation
 from billing.balances import ApiKey, User
 from billing.batch import apply_batch
 from billing.models import Hold, LedgerEntry, UsageLog
@@ -39,12 +37,6 @@ from billing.operations import (
     UsageFlag,
 )
 from billing.pricing import Price, TokenUsage
-
-# Transition (issue 7): names tests still reach through this module; their homes are
-# billing.batch and billing.reconcile (the operations, billing.operations, are imported above
-# for the services' own use).
-_Books = batch._Books  # tests/test_hostile_upstream.py
-reconcile = reconciliation.reconcile  # tests/conftest.py
 
 
 def grant(

@@ -29,6 +29,7 @@ from accounts.services import create_api_key, create_user
 from billing import services as billing
 from billing.default_prices import load_default_prices
 from billing.models import ModelPrice
+from billing.reconcile import reconcile
 from relay.models import Channel
 from tests.mock_upstream import mock_upstream  # noqa: F401 (a fixture)
 
@@ -360,10 +361,10 @@ def settled_usage(count: int = 1):
 
 @pytest.fixture
 def books_balance():
-    """Assert that every user's and key's books balance (billing.services.reconcile)."""
+    """Assert that every user's and key's books balance (billing.reconcile)."""
 
     def check():
-        problems = billing.reconcile()
+        problems = reconcile()
         assert problems == [], "\n".join(map(str, problems))
 
     return check

@@ -24,6 +24,7 @@ import pytest
 from accounts.models import ApiKey, User
 from billing import services as billing
 from billing.models import Hold, ModelPrice, UsageLog
+from billing.operations import CallRecord, HeldQuota
 from billing.pricing import Price, TokenUsage
 from relay import tokens
 from relay.auth import KeyInfo
@@ -311,11 +312,11 @@ def test_a_finished_stream_is_charged_once_whoever_settles_its_hold_again(
     assert log.status == "success"
 
     again = billing.settle_hold(
-        hold=Hold.objects.get(id=log.hold_id),
+        hold=HeldQuota.from_row(Hold.objects.get(id=log.hold_id)),
         price=Price.from_row(ModelPrice.objects.get(model="gpt-4o")),
         group_ratio=Decimal(1),
         usage=TokenUsage(input_tokens=1000, output_tokens=1000),
-        call=billing.CallRecord(endpoint="chat", model="gpt-4o", is_stream=True),
+        call=CallRecord(endpoint="chat", model="gpt-4o", is_stream=True),
     )
     assert again is None
     assert not billing.release_hold(hold_id=log.hold_id)
@@ -330,7 +331,7 @@ def test_settling_a_hold_twice_charges_it_once(alice, alice_key, books_balance):
     )
     price = Price.from_row(ModelPrice.objects.get(model="gpt-4o"))
     usage = TokenUsage(input_tokens=100, output_tokens=200)
-    call = billing.CallRecord(endpoint="chat", model="gpt-4o", is_stream=True)
+    call = CallRecord(endpoint="chat", model="gpt-4o", is_stream=True)
 
     first = billing.settle_hold(
         hold=hold, price=price, group_ratio=Decimal(1), usage=usage, call=call

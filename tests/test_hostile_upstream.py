@@ -11,6 +11,7 @@ import json
 import httpx
 import pytest
 
+from billing import batch
 from billing import services as billing
 from billing.models import Hold, UsageLog
 from relay.tokens import count_text
@@ -218,7 +219,7 @@ def test_a_settlement_that_fails_leaves_the_hold_delivered_and_the_sweep_charges
     def broken(self, op):
         raise RuntimeError("the journal row could not be written")
 
-    monkeypatch.setattr(billing._Books, "settle", broken)
+    monkeypatch.setattr(batch._Books, "settle", broken)
 
     response = chat(relay_url, alice_key)
 
