@@ -59,6 +59,7 @@ class UsageLogAdmin(ReadOnlyAdmin):
         "output_tokens",
         "quota",
         "usage_flag",
+        "error",
         "latency_ms",
         "is_stream",
         "status",

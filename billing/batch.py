@@ -9,6 +9,7 @@ import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import cache
 from typing import Any, assert_never, cast
 
@@ -21,6 +22,7 @@ from psycopg.types.json import Jsonb
 from billing.balances import KEY_TABLE, USER_TABLE
 from billing.models import Hold, UsageLog
 from billing.operations import (
+    CallRecord,
     Deliver,
     HeldQuota,
     InsufficientQuota,
@@ -30,6 +32,7 @@ from billing.operations import (
     Reserve,
     Settle,
 )
+from billing.pricing import UNPRICED, Price, TokenUsage
 
 HOLD_TABLE = Hold._meta.db_table
 
@@ -138,7 +141,38 @@ class _Books:
             key = self.key_changes[hold.api_key_id]
             key[1] += cost
             key[2] = True
-        usage, call, price = op.usage, op.call, op.price
+        self._journal(hold, op.call, op.usage, op.price, op.group_ratio, cost, key_cost)
+        return cost
+
+    def deliver(self, op: Deliver) -> bool:
+        hold = op.hold
+        if self.holds.get(hold.id) != Hold.Status.OPEN:
+            return False
+        self.holds[hold.id] = self.closed[hold.id] = Hold.Status.DELIVERED
+        self.delivered[hold.id] = op.quota
+        return True
+
+    def release(self, op: Release) -> bool:
+        hold = op.hold
+        if self.holds.get(hold.id) != Hold.Status.OPEN:
+            return False
+        self.holds[hold.id] = self.closed[hold.id] = Hold.Status.RELEASED
+        self.give(hold.user_id, hold.api_key_id, hold.amount, hold.key_amount)
+        if op.call is not None:
+            self._journal(hold, op.call, TokenUsage(), UNPRICED, Decimal(1), 0, 0)
+        return True
+
+    def _journal(
+        self,
+        hold: HeldQuota,
+        call: CallRecord,
+        usage: TokenUsage,
+        price: Price,
+        group_ratio: Decimal,
+        cost: int,
+        key_cost: int,
+    ) -> None:
+        """The call's usage row, with every value storable whatever reached it."""
         self.journal.append(
             {
                 "user_id": hold.user_id,
@@ -156,7 +190,7 @@ class _Books:
                 "reported_usage": call.reported_usage,
                 "quota": cost,
                 "key_quota": key_cost,
-                "group_ratio": op.group_ratio,
+                "group_ratio": group_ratio,
                 "model_ratio": price.model_ratio,
                 "completion_ratio": price.completion_ratio,
                 "cache_read_ratio": price.cache_read_ratio,
@@ -164,26 +198,10 @@ class _Books:
                 "per_call_quota": price.per_call_quota,
                 "latency_ms": min(max(call.latency_ms, 0), 2**31 - 1),
                 "client_ip": _storable_ip(call.client_ip),
+                "error": call.error[:64],
                 "created_at": self.now,
             }
         )
-        return cost
-
-    def deliver(self, op: Deliver) -> bool:
-        hold = op.hold
-        if self.holds.get(hold.id) != Hold.Status.OPEN:
-            return False
-        self.holds[hold.id] = self.closed[hold.id] = Hold.Status.DELIVERED
-        self.delivered[hold.id] = op.quota
-        return True
-
-    def release(self, op: Release) -> bool:
-        hold = op.hold
-        if self.holds.get(hold.id) != Hold.Status.OPEN:
-            return False
-        self.holds[hold.id] = self.closed[hold.id] = Hold.Status.RELEASED
-        self.give(hold.user_id, hold.api_key_id, hold.amount, hold.key_amount)
-        return True
 
 
 def _decide(operations: Sequence[Operation], books: _Books) -> list[Outcome | HoldRow]:

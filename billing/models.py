@@ -104,6 +104,7 @@ class UsageLog(models.Model):
         SUCCESS = "success"
         CLIENT_GONE = "client_gone", "client disconnected"
         UPSTREAM_ERROR = "upstream_error", "upstream failed mid-stream"
+        FAILED = "failed", "failed before an answer (no charge)"
 
     class UsageFlag(models.TextChoices):
         TRUSTED = "", "upstream usage billed"
@@ -155,6 +156,9 @@ class UsageLog(models.Model):
     per_call_quota = models.BigIntegerField(null=True, blank=True)
     latency_ms = models.IntegerField(default=0)
     client_ip = models.GenericIPAddressField(null=True, blank=True)
+    error = models.CharField(
+        max_length=64, blank=True, help_text="Why a failed call failed (its error code)."
+    )
 
     class Meta:
         ordering = ["-id"]

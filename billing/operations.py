@@ -102,6 +102,7 @@ class CallRecord:
     service_tier: str = ""
     usage_flag: UsageFlag = UsageFlag.TRUSTED
     reported_usage: dict | None = None  # the upstream's raw figures when they were not billed
+    error: str = ""  # a failed call's error code
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,9 +125,11 @@ class Settle:
 @dataclass(frozen=True, slots=True)
 class Release:
     """Give an open hold back in full, once (the call failed before anything was used).
-    Outcome: whether this released it."""
+    With ``call``, the failure is journaled too: a usage row with its status and error and no
+    charge, so operators see calls that failed. Outcome: whether this released it."""
 
     hold: HeldQuota
+    call: CallRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)

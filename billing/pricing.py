@@ -167,6 +167,20 @@ class Price:
         return max(min(total // demand.choices, demand.output_tokens), 0)
 
 
+# The prices a journal row records when no price made its charge: a delivered hold settled
+# late (its cost is the one the call computed) or a failed call (no charge).
+UNPRICED = Price(
+    model="",
+    model_ratio=Decimal(0),
+    completion_ratio=Decimal(0),
+    cache_read_ratio=Decimal(0),
+    cache_write_ratio=Decimal(0),
+    per_call_quota=None,
+    is_free=False,
+    max_output_tokens=0,
+)
+
+
 def price_cache_key(model: str) -> str:
     return f"price:v2:{model}"  # v2: the Price fields of the money-holes migration
 

@@ -36,7 +36,7 @@ from billing.operations import (
     Settle,
     UsageFlag,
 )
-from billing.pricing import Price, TokenUsage
+from billing.pricing import UNPRICED, Price, TokenUsage
 
 
 def grant(
@@ -140,17 +140,6 @@ def release_expired_holds(*, now: datetime | None = None) -> int:
     return released
 
 
-# What a delivered hold's journal row records: its cost is the one the call computed.
-_UNPRICED = Price(
-    model="",
-    model_ratio=Decimal(0),
-    completion_ratio=Decimal(0),
-    cache_read_ratio=Decimal(0),
-    cache_write_ratio=Decimal(0),
-    per_call_quota=None,
-    is_free=False,
-    max_output_tokens=0,
-)
 _SETTLED_LATE = CallRecord(endpoint="", model="", usage_flag=UsageFlag.SETTLED_LATE)
 
 
@@ -161,7 +150,7 @@ def settle_delivered_holds() -> int:
     for row in Hold.objects.filter(status=Hold.Status.DELIVERED):
         settling = Settle(
             hold=HeldQuota.from_row(row),
-            price=_UNPRICED,
+            price=UNPRICED,
             group_ratio=Decimal(1),
             usage=TokenUsage(),
             call=_SETTLED_LATE,

@@ -166,6 +166,11 @@ class Call:
         """Give the hold back: nothing of the call reached the client."""
         await self._close_once(self._release)
 
+    async def fail(self, error: str) -> None:
+        """Give the hold back and journal the failure (status failed, ``error``, no charge):
+        the call was refused or failed before anything reached the client."""
+        await self._close_once(self._release, error)
+
     async def _close_once(self, make_operation, *args) -> None:
         if self._closing is None:
             self._closing = asyncio.ensure_future(writer.run(make_operation(*args)))
@@ -212,23 +217,32 @@ class Call:
             price=self.price,
             group_ratio=self.group_ratio,
             usage=usage,
-            call=CallRecord(
-                endpoint=self.operation.name,
-                model=self.model,
-                upstream_model=self.upstream_model,
-                channel_id=self.channel.id if self.channel else None,
-                is_stream=self.stream,
-                status=status,
-                latency_ms=int((time.monotonic() - self.started) * 1000),
-                client_ip=self.client_ip,
-                service_tier=self.options.service_tier,
-                usage_flag=flag,
-                reported_usage=raw,
-            ),
+            call=self._record(status, flag, raw),
         )
 
-    def _release(self) -> Release:
-        return Release(self.hold)
+    def _record(
+        self, status: CallStatus, flag: UsageFlag, raw: dict | None, error: str = ""
+    ) -> CallRecord:
+        """The call's journal row: what it was, where it went, how it ended."""
+        return CallRecord(
+            endpoint=self.operation.name,
+            model=self.model,
+            upstream_model=self.upstream_model,
+            channel_id=self.channel.id if self.channel else None,
+            is_stream=self.stream,
+            status=status,
+            latency_ms=int((time.monotonic() - self.started) * 1000),
+            client_ip=self.client_ip,
+            service_tier=self.options.service_tier,
+            usage_flag=flag,
+            reported_usage=raw,
+            error=error,
+        )
+
+    def _release(self, error: str | None = None) -> Release:
+        if error is None:
+            return Release(self.hold)
+        return Release(self.hold, self._record(CallStatus.FAILED, UsageFlag.TRUSTED, None, error))
 
 
 def stream_response(

@@ -48,7 +48,8 @@ async def relay(request: Request, *, operation: str) -> Response | StreamingResp
     try:
         return await _forward(call)
     except RelayError as error:
-        await call.release()
+        # Nothing reached the client: the hold goes back, and the failure is journaled.
+        await call.fail(error.code or "error")
         return errors.render(error, api=op.client_format)
     except BaseException:
         await call.release()

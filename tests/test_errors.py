@@ -114,7 +114,9 @@ def assert_nothing_charged(user: User, quota: int = ALICE_CREDIT) -> None:
     user.refresh_from_db()
     assert user.quota == quota
     assert user.used_quota == 0
-    assert not UsageLog.objects.exists()
+    # A call that failed after admission leaves a usage row saying so, and charging nothing.
+    assert not UsageLog.objects.exclude(status=UsageLog.Status.FAILED).exists()
+    assert not UsageLog.objects.filter(quota__gt=0).exists()
     assert not Hold.objects.filter(status=Hold.Status.OPEN).exists()
     assert not Hold.objects.filter(status=Hold.Status.SETTLED).exists()
 
@@ -617,6 +619,10 @@ def test_when_every_channel_fails_the_call_fails_and_the_hold_is_released(
     assert len(mock_upstream.requests) == 2  # both channels were tried
     assert_nothing_charged(alice)
     assert Hold.objects.get().status == Hold.Status.RELEASED
+    # The operator sees the failure: one usage row, its status and error, no charge.
+    failed = UsageLog.objects.get()
+    assert (failed.status, failed.error, failed.quota) == ("failed", "upstream_error", 0)
+    assert failed.model == model and failed.endpoint == ("chat" if api == "openai" else "messages")
     books_balance()
 
 
@@ -713,7 +719,7 @@ def test_an_upstream_error_never_shows_the_upstream_key_or_address(
         error = (openai_error if api == "openai" else anthropic_error)(response, status)
         if status < 429:
             assert "'messages' is too long" in error["message"], upstream_status
-    assert not UsageLog.objects.exists()
+    assert not UsageLog.objects.filter(quota__gt=0).exists()
 
 
 def test_an_upstream_error_through_a_converting_channel_shows_no_secret(

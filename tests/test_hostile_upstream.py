@@ -197,7 +197,8 @@ def test_an_upstream_error_of_an_odd_shape_is_a_clean_error_not_a_500(
 
     assert response.status_code in (400, 502)
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
-    assert not UsageLog.objects.exists()
+    assert UsageLog.objects.get().status == UsageLog.Status.FAILED
+    assert spent(alice) == 0
     books_balance()
 
 
