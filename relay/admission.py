@@ -116,7 +116,7 @@ async def _admit_call(request: Request, operation: Operation, key: KeyInfo, ip: 
     price = await _price(model)
     group_ratio = await database.remembered(("group", key.group), group_ratio_for, key.group)
     channels = await _channels(request, key, model, operation)
-    formats = {provider_for(channel.type).dialect for channel in channels}
+    formats = {provider_for(channel.type).format for channel in channels}
     options = metering.paid_options(
         operation.name, body, request.body, request.headers, price, anthropic="anthropic" in formats
     )

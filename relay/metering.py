@@ -25,7 +25,7 @@ from django.conf import settings
 from billing.operations import UsageFlag
 from billing.pricing import Price, TokenUsage
 from relay.errors import RelayError, invalid_request
-from relay.operations import Operation
+from relay.operations import Format, Operation
 from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS
 
 # OpenAI models that take only `max_completion_tokens` (they refuse `max_tokens`).
@@ -165,7 +165,7 @@ def set_output_limit(
     body: dict,
     *,
     operation: str,
-    dialect: str,
+    upstream_format: Format,
     upstream_model: str,
     limit: int | None,
     client_spelling: str | None,
@@ -175,7 +175,7 @@ def set_output_limit(
     if limit is None or operation == EMBEDDINGS:
         return body
     body = dict(body)
-    if dialect == "anthropic":
+    if upstream_format == "anthropic":
         body["max_tokens"] = limit
         return body
     if operation == COMPLETIONS:

@@ -13,9 +13,13 @@ and the format an upstream provider speaks.
 from dataclasses import dataclass
 from typing import Literal
 
-from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES
-
 Format = Literal["openai", "anthropic"]
+
+# Operations a client can ask for, named for the API shape they arrive in.
+CHAT = "chat"  # OpenAI chat completions
+COMPLETIONS = "completions"  # OpenAI legacy completions
+EMBEDDINGS = "embeddings"
+MESSAGES = "messages"  # Anthropic messages
 InputShape = Literal["messages", "prompt", "input"]
 
 

@@ -134,14 +134,14 @@ def _upstream_operation(call: Call, provider) -> str:
     """The operation the upstream performs: the client's, or its counterpart after converting."""
     if call.operation.name in provider.native:
         return call.operation.name
-    return MESSAGES if provider.dialect == "anthropic" else CHAT
+    return MESSAGES if provider.format == "anthropic" else CHAT
 
 
 def _upstream_body(call: Call, provider) -> dict:
     body = call.body
-    same_format = call.client_format == provider.dialect
+    same_format = call.client_format == provider.format
     if not same_format:
-        if provider.dialect == "anthropic":
+        if provider.format == "anthropic":
             body = conversions.openai_chat_to_anthropic(
                 body, default_max_tokens=settings.RELAY_ANTHROPIC_DEFAULT_MAX_TOKENS
             )
@@ -151,7 +151,7 @@ def _upstream_body(call: Call, provider) -> dict:
     body = metering.set_output_limit(
         body,
         operation=operation,
-        dialect=provider.dialect,
+        upstream_format=provider.format,
         upstream_model=call.upstream_model,
         limit=call.output_limit,
         client_spelling=call.limit_spelling if same_format else None,
@@ -218,9 +218,9 @@ async def _finish_plain(call: Call, provider, response: httpx.Response) -> Respo
         answer = json.loads(raw)
         if not isinstance(answer, dict):
             raise ValueError("not an object")
-        if call.client_format == provider.dialect:
+        if call.client_format == provider.format:
             content = raw
-        elif provider.dialect == "anthropic":
+        elif provider.format == "anthropic":
             content = json.dumps(conversions.anthropic_response_to_openai(answer, model=call.model))
         else:
             content = json.dumps(conversions.openai_response_to_anthropic(answer, model=call.model))
@@ -281,8 +281,8 @@ async def _start_stream(call: Call, provider, response: httpx.Response):
     except (StopAsyncIteration, httpx.HTTPError):
         return None
     translator = translator_for(
-        client_dialect=call.client_format,
-        upstream_dialect=provider.dialect,
+        client_format=call.client_format,
+        upstream_format=provider.format,
         model=call.model,
         client_wants_usage=call.client_wants_usage,
     )

@@ -3,7 +3,7 @@
 A translator takes the upstream's events one at a time and answers with the bytes to send the
 client plus the output text the event carried. The text is only counted (never kept past the
 call) when a stream ends without the upstream's own usage, e.g. when the client goes away.
-When client and upstream speak the same dialect the upstream's bytes pass through untouched;
+When client and upstream speak the same format the upstream's bytes pass through untouched;
 otherwise relay.conversions rewrites each event.
 """
 
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from billing.pricing import TokenUsage
 from relay import conversions
+from relay.operations import Format
 from relay.providers.anthropic import normalize_anthropic_usage
 from relay.providers.base import UsageProblem
 from relay.providers.openai import normalize_openai_usage
@@ -302,12 +303,12 @@ class OpenAIToAnthropic(Translator):
 
 
 def translator_for(
-    *, client_dialect: str, upstream_dialect: str, model: str, client_wants_usage: bool
+    *, client_format: Format, upstream_format: Format, model: str, client_wants_usage: bool
 ) -> Translator:
-    if client_dialect == upstream_dialect == "openai":
+    if client_format == upstream_format == "openai":
         return OpenAIPassthrough(client_wants_usage=client_wants_usage)
-    if client_dialect == upstream_dialect == "anthropic":
+    if client_format == upstream_format == "anthropic":
         return AnthropicPassthrough()
-    if client_dialect == "openai":
+    if client_format == "openai":
         return AnthropicToOpenAI(model=model, client_wants_usage=client_wants_usage)
     return OpenAIToAnthropic(model=model)

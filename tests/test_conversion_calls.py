@@ -1,4 +1,4 @@
-"""Calls served by a channel of the other dialect, streams included, billed once each.
+"""Calls served by a channel of the other format, streams included, billed once each.
 
 An OpenAI-format call (/v1/chat/completions, openai SDK) to an Anthropic channel, and an
 Anthropic-format call (/v1/messages, anthropic SDK) to an OpenAI channel.

@@ -65,7 +65,7 @@ def stream_body(path: str, model: str) -> dict:
 
 
 def event_text(block: bytes) -> str | None:
-    """The answer text one SSE event carries (either dialect), or None for a non-answer event."""
+    """The answer text one SSE event carries (either format), or None for a non-answer event."""
     for line in block.split(b"\n"):
         if not line.startswith(b"data:"):
             continue

@@ -26,7 +26,7 @@ def channel_types_for(formats: Iterable[str]) -> frozenset[str]:
     """The channel types whose provider speaks one of ``formats`` (a demo channel speaks
     OpenAI's): the channels that can serve an operation those formats serve."""
     wanted = frozenset(formats)
-    return frozenset(kind for kind, provider in PROVIDERS.items() if provider.dialect in wanted)
+    return frozenset(kind for kind, provider in PROVIDERS.items() if provider.format in wanted)
 
 
 __all__ = ["PROVIDERS", "Provider", "channel_types_for", "provider_for"]

@@ -7,7 +7,7 @@ API_VERSION = "2023-06-01"
 
 
 class AnthropicProvider(Provider):
-    dialect = "anthropic"
+    format = "anthropic"
     native = frozenset({MESSAGES})
 
     def url(self, base_url: str, operation: str) -> str:

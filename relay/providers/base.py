@@ -8,23 +8,20 @@ import httpx
 
 from billing.pricing import TokenUsage
 from relay import upstream
+from relay.operations import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES, Format
 
-# Operations a client can ask for, named for the API shape they arrive in.
-CHAT = "chat"  # OpenAI chat completions
-COMPLETIONS = "completions"  # OpenAI legacy completions
-EMBEDDINGS = "embeddings"
-MESSAGES = "messages"  # Anthropic messages
+__all__ = ["CHAT", "COMPLETIONS", "EMBEDDINGS", "MESSAGES", "Provider", "UsageProblem"]
 
 
 class Provider:
     """An upstream API family: where calls go, how they authenticate, how usage is counted.
 
-    ``dialect`` is the wire format of its chat-like calls ("openai" or "anthropic"): when a
-    client speaks another dialect, the relay converts (relay.conversions) before and after.
+    ``format`` is the wire format of its chat-like calls ("openai" or "anthropic"): when a
+    client speaks another format, the relay converts (relay.conversions) before and after.
     ``native`` lists the operations the provider serves in its own format.
     """
 
-    dialect: str = ""
+    format: Format = "openai"
     native: frozenset[str] = frozenset()
 
     def url(self, base_url: str, operation: str) -> str:

@@ -20,7 +20,7 @@ PATHS = {
 
 
 class OpenAIProvider(Provider):
-    dialect = "openai"
+    format = "openai"
     native = frozenset(PATHS)
 
     def url(self, base_url: str, operation: str) -> str:
