@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from processes import Processes, child_pids  # noqa: E402
-from sluice import setup_sluice, start_sluice  # noqa: E402
-from targets import start_upstream  # noqa: E402
-from workload import post, request_body  # noqa: E402
+from processes import Processes, child_pids
+from sluice import setup_sluice, start_sluice
+from targets import start_upstream
+from workload import post, request_body
 
 
 def rss_mb(pid: int) -> float:

@@ -16,6 +16,7 @@ bad operation cannot take the others down with it.
 """
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -98,7 +99,7 @@ def _apply(batch: list[Queued]) -> list[Outcome | Exception]:
     operations = [operation for operation, _, _ in batch]
     try:
         return list(apply_batch(operations))
-    except Exception:  # noqa: BLE001 - retried one by one below, each failure reported alone
+    except Exception:
         logger.warning("ledger batch of %d failed; retrying one by one", len(batch), exc_info=True)
         _reset_connection()
     outcomes: list[Outcome | Exception] = []
@@ -114,10 +115,8 @@ def _apply(batch: list[Queued]) -> list[Outcome | Exception]:
 
 
 def _reset_connection() -> None:
-    try:
+    with contextlib.suppress(Exception):  # a broken connection is dropped either way
         connection.close()
-    except Exception:  # noqa: BLE001 - a broken connection is dropped either way
-        pass
 
 
 def _deliver(future: "asyncio.Future[Any]", outcome: Outcome | Exception) -> None:

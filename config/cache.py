@@ -111,7 +111,7 @@ class LocalMemo:
             return True, hit[1]
 
     def put(self, key, value) -> None:
-        seconds = self.seconds * (1 - self.spread * random.random())
+        seconds = self.seconds * (1 - self.spread * random.random())  # noqa: S311 - not a secret
         with self._lock:
             self._values[key] = (time.monotonic() + seconds, value)
             self._values.move_to_end(key)

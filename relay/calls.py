@@ -12,6 +12,7 @@ expiry sweep charges it instead of releasing it.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -175,13 +176,10 @@ class Call:
         if self._closing is None:
             self._closing = asyncio.ensure_future(writer.run(make_operation(*args)))
             self._closing.add_done_callback(self._closed)
-        try:
-            # Shielded: if this task is cancelled meanwhile, the settlement still runs to the end.
+        # Shielded: if this task is cancelled meanwhile, the settlement still runs to the end
+        # (a cancellation is not an Exception: it goes on up). A failure is handled by _closed.
+        with contextlib.suppress(Exception):
             await asyncio.shield(self._closing)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - logged by _closed; the hold's expiry is the backstop
-            pass
 
     def _closed(self, closing: asyncio.Future) -> None:
         if self in _in_flight:

@@ -9,6 +9,7 @@ path, which cancels the upstream's work and frees its connection.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -362,10 +363,8 @@ def _input_reported(usage: TokenUsage) -> bool:
 
 
 async def _close_quietly(response: httpx.Response) -> None:
-    try:
+    with contextlib.suppress(Exception):  # a broken upstream connection is already gone
         await response.aclose()
-    except Exception:  # noqa: BLE001 - a broken upstream connection is already gone
-        pass
 
 
 def _stream_error(call: Call, error_type: str = "api_error") -> bytes:

@@ -97,7 +97,7 @@ def routing_order(channels: list[ChannelInfo]) -> list[ChannelInfo]:
     for priority in sorted(by_priority, reverse=True):
         pool = list(by_priority[priority])
         while pool:
-            chosen = random.choices(pool, weights=[max(c.weight, 1) for c in pool])[0]
+            chosen = random.choices(pool, weights=[max(c.weight, 1) for c in pool])[0]  # noqa: S311
             pool.remove(chosen)
             order.append(chosen)
     return order

@@ -27,7 +27,7 @@ import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 
 DATA = Path(__file__).parent / "tokenizer_data"
-SPECIAL_TOKEN = "<|endoftext|>"
+SPECIAL_TOKEN = "<|endoftext|>"  # noqa: S105 - a tokenizer's marker, not a password
 
 ENCODINGS = {
     # name: (sha256 of the file, pattern, id of <|endoftext|>)
