@@ -33,7 +33,8 @@ class ChannelForm(forms.ModelForm):
         )
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data  # what ModelForm.clean returns (typed as maybe None)
         if cleaned.get("type") == Channel.Type.DEMO:
             cleaned["base_url"] = cleaned.get("base_url") or DEMO_BASE_URL
             return cleaned

@@ -14,6 +14,7 @@ placed, it is given back.
 
 import asyncio
 from dataclasses import replace
+from typing import cast
 
 from django.conf import settings
 
@@ -74,7 +75,9 @@ def out_of_credit(limit: str, amount: int | None = None) -> RelayError:
 async def refuse_before_body(request: Request) -> RelayError | None:
     """Why a call whose key is known must not send its body, if it must not: its balance (or
     its key's allowance) is at or below zero."""
-    key: KeyInfo = request.key
+    key = request.key
+    if key is None:  # not checked from the headers: admission checks it with the body
+        return None
     if _out_of_credit.lookup(("user", key.user_id))[0]:
         return out_of_credit("balance")
     if not key.unlimited_quota and _out_of_credit.lookup(("key", key.id))[0]:
@@ -160,7 +163,8 @@ def _parsed(raw: bytes, operation: Operation) -> dict:
 
 async def _price(model: str) -> Price:
     """The model's price; only a priced model is remembered (unknown names are unbounded)."""
-    found, price = memo.lookup(("price", model))
+    found, remembered = memo.lookup(("price", model))
+    price = cast("Price | None", remembered)  # what price_for returned, below
     if not found:
         price = await database.run(price_for, model)
         if price is not None:
@@ -218,9 +222,9 @@ async def _hold(call: Call) -> None:
         raise out_of_credit(outcome.limit, least)
     if isinstance(outcome, Exception):
         raise outcome
-    call.hold = outcome
-    if outcome.amount < full:
-        limit = call.price.output_covered(outcome.amount, demand, call.group_ratio)
+    held = call.hold = cast(HeldQuota, outcome)  # a Reserve's outcome, once not refused
+    if held.amount < full:
+        limit = call.price.output_covered(held.amount, demand, call.group_ratio)
         sent = limit if settings.RELAY_CAP_OUTPUT_TO_BALANCE else None
     else:
         sent = limit if named is not None or settings.RELAY_CAP_OUTPUT_TO_BALANCE else None

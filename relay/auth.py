@@ -9,6 +9,7 @@ are not cached: placing a hold checks them in the database every call.
 import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 from django.conf import settings
 from django.utils import timezone
@@ -71,9 +72,9 @@ async def key_info(lookup_hash: str) -> KeyInfo | None:
     """The key's settings, from this process while the keys' version has not moved."""
     epoch = await database.remembered(EPOCH_KEY, keys_epoch)
     for memo in (cache.known_keys, cache.unknown_keys):
-        found, info = memo.lookup_at(lookup_hash, epoch)
+        found, remembered = memo.lookup_at(lookup_hash, epoch)
         if found:
-            return info
+            return cast("KeyInfo | None", remembered)  # what find_key returned, below
     info = await database.run(find_key, lookup_hash)
     (cache.unknown_keys if info is None else cache.known_keys).put_at(lookup_hash, epoch, info)
     return info
@@ -150,11 +151,13 @@ def no_key() -> RelayError:
     )
 
 
-def check_key(info: KeyInfo | None, request) -> str | None:
-    """Refuse an unknown, disabled or expired key, a deactivated account's key, or a caller
-    outside its IP allow-list; returns the caller's IP."""
-    if info is None:
-        raise RelayError(401, "Incorrect API key provided.", code="invalid_api_key", retry=False)
+def unknown_key() -> RelayError:
+    return RelayError(401, "Incorrect API key provided.", code="invalid_api_key", retry=False)
+
+
+def check_key(info: KeyInfo, request) -> str | None:
+    """Refuse a disabled or expired key, a deactivated account's key, or a caller outside its
+    IP allow-list; returns the caller's IP."""
     if not info.user_active:
         # Said first: enabling the key again would not help.
         raise RelayError(
@@ -184,4 +187,6 @@ async def authenticate(request) -> tuple[KeyInfo, str | None]:
     if not key:
         raise no_key()
     info = await key_info(key_secrets.lookup_hash(key))
+    if info is None:
+        raise unknown_key()
     return info, check_key(info, request)

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
@@ -112,6 +112,13 @@ class Call:
     _settled: int | None = None  # the charge of a settlement under way (the answer was sent)
 
     @property
+    def held(self) -> HeldQuota:
+        """The call's hold, which admission places before it hands the call on."""
+        if self.hold is None:
+            raise RuntimeError("a call is settled or released only once its hold is placed")
+        return self.hold
+
+    @property
     def client_format(self) -> Format:
         return self.operation.client_format
 
@@ -150,7 +157,7 @@ class Call:
                 problem=problem,
             )
         except Exception:  # a bug must not leave the answer unbilled: bill the local counts
-            logger.exception("checking the upstream usage of hold %s failed", self.hold.id)
+            logger.exception("checking the upstream usage of hold %s failed", self.held.id)
             usage, flag, raw = local(), UsageFlag.REJECTED, None
         if self.options.searches_per_call and usage.web_search_calls == 0:
             usage = replace(usage, web_search_calls=1)  # OpenAI reports no count: one per call
@@ -192,7 +199,7 @@ class Call:
         )
         if self._settled is not None:
             # The answer was delivered: the hold must be charged, not released by its expiry.
-            writer.submit(Deliver(self.hold, self._settled)).add_done_callback(
+            writer.submit(Deliver(self.held, self._settled)).add_done_callback(
                 self._delivery_recorded
             )
 
@@ -202,7 +209,7 @@ class Call:
             logger.error(
                 "hold %s: a delivered answer could not be recorded (%r); its expiry will "
                 "release it",
-                self.hold.id,
+                self.held.id,
                 outcome,
             )
 
@@ -211,7 +218,7 @@ class Call:
     ) -> Settle:
         self._settled = self.price.charge(usage, self.group_ratio)
         return Settle(
-            hold=self.hold,
+            hold=self.held,
             price=self.price,
             group_ratio=self.group_ratio,
             usage=usage,
@@ -239,12 +246,12 @@ class Call:
 
     def _release(self, error: str | None = None) -> Release:
         if error is None:
-            return Release(self.hold)
-        return Release(self.hold, self._record(CallStatus.FAILED, UsageFlag.TRUSTED, None, error))
+            return Release(self.held)
+        return Release(self.held, self._record(CallStatus.FAILED, UsageFlag.TRUSTED, None, error))
 
 
 def stream_response(
-    call: Call, body: AsyncIterator[bytes], *, on_unsent: Callable[[], Awaitable[None]]
+    call: Call, body: AsyncGenerator[bytes, None], *, on_unsent: Callable[[], Awaitable[None]]
 ) -> StreamingResponse:
     """The client's stream of a call, cleaned up even if its body never starts: the body's
     own ``finally`` settles what was sent; if the client leaves before the first byte that

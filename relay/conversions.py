@@ -351,6 +351,7 @@ def _openai_tool_choice_to_anthropic(
     """
     if tool_choice is None and parallel_tool_calls is not False:
         return None
+    converted: dict[str, Any]
     if tool_choice is None or tool_choice == "auto":
         converted = {"type": "auto"}
     elif tool_choice == "none":
@@ -966,7 +967,7 @@ class OpenAIToAnthropicStream:
         if self._started:
             return []
         self._started = True
-        message = {
+        message: dict[str, Any] = {
             "id": _message_id(openai_id),
             "type": "message",
             "role": "assistant",
@@ -1011,7 +1012,7 @@ class OpenAIToAnthropicStream:
                 raise _malformed(f"a tool call's {field} is not a string")
         if tool_index not in self._tool_block_by_index:
             events.extend(self._close_block())
-            block = {
+            block: dict[str, Any] = {
                 "type": "tool_use",
                 "id": _upstream_id(call.get("id")) or _new_tool_id(),
                 "name": function.get("name") or "",

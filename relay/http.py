@@ -448,7 +448,10 @@ class Watch:
         self.finished = False  # the last byte is on its way: a disconnect no longer matters
         self.gone = False
         self._receive = receive
-        self._serving = asyncio.current_task()
+        serving = asyncio.current_task()
+        if serving is None:
+            raise RuntimeError("a Watch is made by the task that serves the request")
+        self._serving = serving
         self._task = asyncio.ensure_future(self._wait())
 
     async def _wait(self) -> None:

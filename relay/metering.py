@@ -19,6 +19,7 @@ No I/O here, and no Django beyond reading settings.
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from decimal import Decimal
 
 from django.conf import settings
 
@@ -71,7 +72,7 @@ class PaidOptions:
     """The paid upstream options a request uses, each priced or refused at admission."""
 
     service_tier: str = ""
-    tier_ratio: object = 1  # Decimal; multiplies the whole charge
+    tier_ratio: Decimal | int = 1  # multiplies the whole charge
     web_searches: int = 0  # the most searches the call may run
     searches_per_call: bool = False  # OpenAI's web_search_options: one search per call
     audio_output: bool = False
@@ -88,7 +89,7 @@ def paid_options(
     RELAY_WEB_SEARCH_MAX_USES set in ``body`` (the hold covers that many searches).
     """
     tier = body.get("service_tier")
-    tier_ratio = 1
+    tier_ratio: Decimal | int = 1
     if tier is not None:
         ratios = settings.RELAY_SERVICE_TIER_RATIOS
         if tier not in ratios:

@@ -30,7 +30,14 @@ from relay.providers import provider_for
 from relay.providers.base import CHAT, MESSAGES, UsageProblem
 from relay.responses import Request, Response, StreamingResponse
 from relay.routing import ChannelInfo
-from relay.streams import EventParser, Translator, anthropic_sse, openai_sse, translator_for
+from relay.streams import (
+    Event,
+    EventParser,
+    Translator,
+    anthropic_sse,
+    openai_sse,
+    translator_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +222,7 @@ def _scrub(text: str, channel: ChannelInfo) -> str:
 
 async def _finish_plain(call: Call, provider, response: httpx.Response) -> Response:
     raw = await response.aread()
+    content: bytes | str
     try:
         answer = json.loads(raw)
         if not isinstance(answer, dict):
@@ -275,7 +283,7 @@ async def _start_stream(call: Call, provider, response: httpx.Response):
     """
     parser = EventParser()
     chunks = response.aiter_raw()
-    first = []
+    first: list[Event] = []
     try:
         while not first:
             first = parser.feed(await anext(chunks))
@@ -324,13 +332,19 @@ async def stream_answer(
         if tail:
             yield tail
         status = CallStatus.SUCCESS if translator.completed else (CallStatus.UPSTREAM_ERROR)
-    except (httpx.HTTPError, conversions.UpstreamStreamError) as problem:
+    except (httpx.HTTPError, conversions.UpstreamStreamError) as broken:
         status = CallStatus.UPSTREAM_ERROR
-        logger.warning("stream from channel %s broke: %s", call.channel.id, type(problem).__name__)
-        yield _stream_error(call, getattr(problem, "error_type", "api_error"))
+        logger.warning(
+            "stream from channel %s broke: %s",
+            call.channel and call.channel.id,
+            type(broken).__name__,
+        )
+        yield _stream_error(call, getattr(broken, "error_type", "api_error"))
     except Exception:  # a malformed event no translator foresaw: end the stream cleanly
         status = CallStatus.UPSTREAM_ERROR
-        logger.exception("stream from channel %s could not be translated", call.channel.id)
+        logger.exception(
+            "stream from channel %s could not be translated", call.channel and call.channel.id
+        )
         yield _stream_error(call)
     finally:
         if status == CallStatus.CLIENT_GONE and translator.completed:

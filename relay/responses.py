@@ -3,7 +3,7 @@ the id of the request being served."""
 
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -52,7 +52,7 @@ class StreamingResponse:
     whoever made the iterator can clean up what its ``finally`` would have.
     """
 
-    body: AsyncIterator[bytes]
+    body: AsyncGenerator[bytes, None]  # closed (``aclose``) by relay.http whatever happens
     unsent: Callable[[], Awaitable[None]]
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "text/event-stream"

@@ -7,6 +7,7 @@ It holds decrypted upstream keys in this process's memory only, never in the sha
 
 import random
 from dataclasses import dataclass, field
+from typing import cast
 
 from config import cache
 from relay.models import Channel
@@ -73,7 +74,7 @@ def current_snapshot(at_version: int) -> list[ChannelInfo] | None:
     """The snapshot if it is of ``at_version`` and fresh, else None (never reads the database,
     so the event loop may call it)."""
     found, snapshot = cache.channel_table.lookup_at("enabled", at_version)
-    return snapshot if found else None
+    return cast("list[ChannelInfo]", snapshot) if found else None  # put by enabled_channels
 
 
 def channels_for(

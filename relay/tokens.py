@@ -242,6 +242,8 @@ def anthropic_image_tokens(size: tuple[int, int] | None, model: str) -> int:
     limits = _anthropic_image_limits(model)
     if size is None:
         return math.ceil(limits.pixels / ANTHROPIC_PIXELS_PER_TOKEN)
+    width: float
+    height: float
     width, height = size
     if max(width, height) > limits.long_edge:
         scale = limits.long_edge / max(width, height)
@@ -685,7 +687,9 @@ class Tally:
                 if isinstance(part.get(key), str):
                     self.text.append(part[key])
             source = part.get("source")
-            source_kind = source.get("type") if isinstance(source, dict) else None
+            if not isinstance(source, dict):
+                source = {}
+            source_kind = source.get("type")
             if source_kind == "text":
                 self.content(source.get("data"), depth + 1)
             elif source_kind == "content":

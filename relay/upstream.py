@@ -63,11 +63,12 @@ class PoolTransport(AiohttpTransport):
     """
 
     def __init__(self, *, pool_size: int):
+        self.pool_size = pool_size
         super().__init__(limits=httpx.Limits(max_connections=pool_size))
 
     def get_client(self) -> aiohttp.ClientSession:
         connector = PoolConnector(
-            limit=self.limits.max_connections,
+            limit=self.pool_size,
             limit_per_host=0,
             keepalive_timeout=self.limits.keepalive_expiry,
             ssl=self.ssl_context,

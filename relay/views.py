@@ -8,14 +8,36 @@ key.
 """
 
 import time
+from collections.abc import Awaitable
+from typing import Protocol, cast
 
 from billing.pricing import priced_models
 from relay import admission, database, errors, proxy
 from relay.auth import authenticate
 from relay.errors import RelayError
+from relay.http import Endpoint
 from relay.operations import OPERATIONS, Operation, client_format_of_path
-from relay.responses import Request, Response
+from relay.responses import Request, Response, StreamingResponse
 from relay.routing import enabled_channels
+
+
+class View(Protocol):
+    """An endpoint that names the one method it answers and the operation it serves (None:
+    it checks its own key)."""
+
+    __name__: str
+    method: str
+    operation: Operation | None
+
+    def __call__(self, request: Request, /) -> Awaitable[Response | StreamingResponse]: ...
+
+
+def _declare(function: Endpoint, *, method: str, operation: Operation | None = None) -> View:
+    """``function`` carrying what ``before_body`` reads from it."""
+    view = cast(View, function)  # a function takes attributes; mypy cannot know it has these
+    view.method = method
+    view.operation = operation
+    return view
 
 
 def _refuse(request, status: int, message: str, code: str):
@@ -42,9 +64,7 @@ def _endpoint(operation: Operation):
         return await proxy.relay(request, operation=operation.name)
 
     view.__name__ = operation.name
-    view.method = operation.method
-    view.operation = operation
-    return view
+    return _declare(view, method=operation.method, operation=operation)
 
 
 async def models(request):
@@ -68,7 +88,7 @@ async def models(request):
     )
 
 
-models.method = "GET"
+_declare(models, method="GET")
 
 
 def _usable_models(key) -> set[str]:
@@ -105,9 +125,10 @@ async def before_body(request: Request) -> Response | None:
         return None
     if request.method != allowed:
         return _wrong_method(request, allowed)
-    if getattr(view, "operation", None) is None:
+    operation = getattr(view, "operation", None)
+    if operation is None:
         return None
-    api = view.operation.client_format
+    api = operation.client_format
     try:
         request.key, request.client_ip = await authenticate(request)
     except RelayError as error:
@@ -118,4 +139,5 @@ async def before_body(request: Request) -> Response | None:
     return None
 
 
-ROUTES = {op.path: _endpoint(op) for op in OPERATIONS.values()} | {"/v1/models": models}
+ROUTES: dict[str, Endpoint] = {op.path: _endpoint(op) for op in OPERATIONS.values()}
+ROUTES["/v1/models"] = models

@@ -180,7 +180,7 @@ def _completions(body: dict, model: str) -> httpx.Response:
             200,
             head | {"choices": [choice(i, text, finish) for i in range(choices)], "usage": usage},
         )
-    events = []
+    events: list[dict] = []
     for index in range(choices):
         events.extend(
             head | {"choices": [choice(index, piece, None)]} for piece in PIECES.findall(text)
@@ -285,7 +285,7 @@ def _embedding_inputs(value: object) -> list[str]:
 def _vector(text: str, dimensions: int) -> list[float]:
     """A unit vector that depends only on the text (and the number of dimensions)."""
     seed = hashlib.sha256(text.encode()).digest()
-    raw = []
+    raw: list[float] = []
     block = 0
     while len(raw) < dimensions:
         digest = hashlib.sha256(seed + block.to_bytes(4, "big")).digest()

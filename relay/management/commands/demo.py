@@ -18,7 +18,7 @@ def set_up_demo(*, groups: list[str]) -> tuple[Channel, bool]:
     already served), and those models priced free; True when the channel is new."""
     channel = Channel.objects.filter(type=Channel.Type.DEMO).order_by("id").first()
     created = channel is None
-    if created:
+    if channel is None:
         channel = Channel(type=Channel.Type.DEMO, name="demo", base_url=BASE_URL)
         channel.set_key("")  # nothing to authenticate to
     channel.served_models = sorted(set(channel.served_models or ()) | set(MODELS))
