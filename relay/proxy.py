@@ -21,23 +21,24 @@ from django.conf import settings
 
 from billing.operations import CallStatus
 from billing.pricing import TokenUsage
-from relay import conversions, errors, metering, tokens, upstream
+from relay import errors, formats, metering, tokens, upstream
 from relay.admission import admit
 from relay.calls import Call, stream_response
 from relay.errors import RelayError
-from relay.operations import OPERATIONS
-from relay.providers import provider_for
-from relay.providers.base import CHAT, MESSAGES, UsageProblem
-from relay.responses import Request, Response, StreamingResponse
-from relay.routing import ChannelInfo
-from relay.streams import (
+from relay.formats.common import (
+    ConversionError,
     Event,
     EventParser,
+    MalformedUpstream,
     Translator,
-    anthropic_sse,
-    openai_sse,
-    translator_for,
+    UpstreamStreamError,
+    UsageProblem,
 )
+from relay.operations import OPERATIONS
+from relay.providers import provider_for
+from relay.providers.base import CHAT, MESSAGES
+from relay.responses import Request, Response, StreamingResponse
+from relay.routing import ChannelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ async def _forward(call: Call) -> Response | StreamingResponse:
         provider = provider_for(channel.type)
         try:
             request_body = _upstream_body(call, provider)
-        except conversions.ConversionError as problem:
+        except ConversionError as problem:
             raise errors.invalid_request(str(problem)) from None
         client = provider.client()
         try:
@@ -148,13 +149,12 @@ def _upstream_operation(call: Call, provider) -> str:
 def _upstream_body(call: Call, provider) -> dict:
     body = call.body
     same_format = call.client_format == provider.format
-    if not same_format:
-        if provider.format == "anthropic":
-            body = conversions.openai_chat_to_anthropic(
-                body, default_max_tokens=settings.RELAY_ANTHROPIC_DEFAULT_MAX_TOKENS
-            )
-        else:
-            body = conversions.anthropic_to_openai_chat(body)
+    body = formats.convert_request(
+        body,
+        client=call.client_format,
+        upstream=provider.format,
+        default_max_tokens=settings.RELAY_ANTHROPIC_DEFAULT_MAX_TOKENS,
+    )
     operation = _upstream_operation(call, provider)
     body = metering.set_output_limit(
         body,
@@ -229,11 +229,12 @@ async def _finish_plain(call: Call, provider, response: httpx.Response) -> Respo
             raise ValueError("not an object")
         if call.client_format == provider.format:
             content = raw
-        elif provider.format == "anthropic":
-            content = json.dumps(conversions.anthropic_response_to_openai(answer, model=call.model))
         else:
-            content = json.dumps(conversions.openai_response_to_anthropic(answer, model=call.model))
-    except (ValueError, RecursionError, conversions.MalformedUpstream):
+            converted = formats.convert_answer(
+                answer, upstream=provider.format, client=call.client_format, model=call.model
+            )
+            content = json.dumps(converted)
+    except (ValueError, RecursionError, MalformedUpstream):
         raise RelayError(
             502,
             "The upstream sent an answer that could not be read.",
@@ -289,9 +290,9 @@ async def _start_stream(call: Call, provider, response: httpx.Response):
             first = parser.feed(await anext(chunks))
     except (StopAsyncIteration, httpx.HTTPError):
         return None
-    translator = translator_for(
-        client_format=call.client_format,
-        upstream_format=provider.format,
+    translator = formats.translator(
+        client=call.client_format,
+        upstream=provider.format,
         model=call.model,
         client_wants_usage=call.client_wants_usage,
     )
@@ -332,7 +333,7 @@ async def stream_answer(
         if tail:
             yield tail
         status = CallStatus.SUCCESS if translator.completed else (CallStatus.UPSTREAM_ERROR)
-    except (httpx.HTTPError, conversions.UpstreamStreamError) as broken:
+    except (httpx.HTTPError, UpstreamStreamError) as broken:
         status = CallStatus.UPSTREAM_ERROR
         logger.warning(
             "stream from channel %s broke: %s",
@@ -382,22 +383,5 @@ async def _close_quietly(response: httpx.Response) -> None:
 
 
 def _stream_error(call: Call, error_type: str = "api_error") -> bytes:
-    """The event that ends a broken stream, in the client's format; an Anthropic client keeps
-    the kind of error the upstream named (``overloaded_error``...) when it is one of Anthropic's."""
-    message = "The upstream stream broke off. The answer is incomplete."
-    if call.client_format == "anthropic":
-        if error_type not in errors.ANTHROPIC_TYPES.values():
-            error_type = "api_error"
-        return anthropic_sse(
-            "error", {"type": "error", "error": {"type": error_type, "message": message}}
-        )
-    return openai_sse(
-        {
-            "error": {
-                "message": message,
-                "type": "server_error",
-                "param": None,
-                "code": "upstream_error",
-            }
-        }
-    )
+    """The event that ends a broken stream, in the client's format."""
+    return formats.stream_error(call.client_format, error_type)

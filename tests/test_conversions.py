@@ -1,4 +1,4 @@
-"""Tests of the OpenAI <-> Anthropic format conversions in relay/conversions.py.
+"""Tests of the OpenAI <-> Anthropic format conversions in relay/formats/anthropic_messages.py.
 
 Converted streams are also replayed through the official SDKs' own accumulators, so a shape
 the real clients would choke on fails here too.
@@ -13,11 +13,9 @@ from anthropic.types import Message, RawMessageStreamEvent
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from relay.conversions import (
+from relay.formats.anthropic_messages import (
     AnthropicToOpenAIStream,
-    ConversionError,
     OpenAIToAnthropicStream,
-    UpstreamStreamError,
     anthropic_response_to_openai,
     anthropic_to_openai_chat,
     map_anthropic_stop_reason,
@@ -25,6 +23,7 @@ from relay.conversions import (
     openai_chat_to_anthropic,
     openai_response_to_anthropic,
 )
+from relay.formats.common import ConversionError, UpstreamStreamError
 
 ANTHROPIC_EVENT = pydantic.TypeAdapter(RawMessageStreamEvent)
 

@@ -13,25 +13,18 @@ import math
 import pytest
 
 from billing.pricing import TokenUsage
-from relay.conversions import (
-    MalformedUpstream,
-    UpstreamStreamError,
-    anthropic_response_to_openai,
-    openai_response_to_anthropic,
-)
-from relay.providers import provider_for
-from relay.providers.anthropic import normalize_anthropic_usage
-from relay.providers.base import UsageProblem
-from relay.providers.openai import normalize_openai_usage
-from relay.streams import (
+from relay.formats.anthropic_messages import (
     AnthropicPassthrough,
     AnthropicToOpenAI,
-    EventParser,
-    OpenAIPassthrough,
     OpenAIToAnthropic,
     anthropic_event_text,
-    openai_chunk_text,
+    anthropic_response_to_openai,
+    normalize_anthropic_usage,
+    openai_response_to_anthropic,
 )
+from relay.formats.common import EventParser, MalformedUpstream, UpstreamStreamError, UsageProblem
+from relay.formats.openai_chat import OpenAIPassthrough, normalize_openai_usage, openai_chunk_text
+from relay.providers import provider_for
 
 # Text an upstream might put in an error or a field, which must never be repeated.
 UPSTREAM_SECRET = "upstream-secret-7f3a at 10.1.2.3"

@@ -11,7 +11,9 @@ import pytest
 from billing.models import Hold, ModelPrice, UsageLog
 from billing.pricing import TokenUsage
 from relay import proxy, tokens
-from relay.streams import AnthropicPassthrough, EventParser, anthropic_sse
+from relay.formats.anthropic_messages import AnthropicPassthrough
+from relay.formats.anthropic_messages import sse as anthropic_sse
+from relay.formats.common import EventParser
 from tests.charges import expected_charge
 from tests.conftest import ALICE_CREDIT, UPSTREAM_KEY, settled_usage
 

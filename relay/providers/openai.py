@@ -1,16 +1,8 @@
 """OpenAI and every OpenAI-compatible upstream (DeepSeek, Qwen, vLLM, other relays…)."""
 
 from billing.pricing import TokenUsage
-from relay.providers.base import (
-    CHAT,
-    COMPLETIONS,
-    EMBEDDINGS,
-    Provider,
-    UsageProblem,
-    join_url,
-    token_count,
-    usage_part,
-)
+from relay.formats.openai_chat import normalize_openai_usage
+from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, Provider, join_url
 
 PATHS = {
     CHAT: "/v1/chat/completions",
@@ -36,7 +28,7 @@ class OpenAIProvider(Provider):
         prepared = dict(body, model=upstream_model)
         if operation in (CHAT, COMPLETIONS) and prepared.get("stream"):
             # Usage arrives only if asked for; the client still sees the usage chunk only if
-            # it asked itself (relay.streams drops it otherwise).
+            # it asked itself (relay.formats.openai_chat drops it otherwise).
             options = dict(prepared.get("stream_options") or {})
             options["include_usage"] = True
             prepared["stream_options"] = options
@@ -44,42 +36,3 @@ class OpenAIProvider(Provider):
 
     def normalize_usage(self, usage: dict | None) -> TokenUsage | None:
         return normalize_openai_usage(usage)
-
-
-def normalize_openai_usage(usage: dict | None) -> TokenUsage | None:
-    """OpenAI counts cached and audio input inside prompt_tokens, and reasoning and audio
-    output inside completion_tokens: the parts are taken out of their whole to be priced apart.
-
-    Reads the Chat Completions spelling and the Responses API one (input_tokens, ...). None
-    when there is no usage; ``UsageProblem`` when a figure is not a token count or the parts
-    exceed their whole.
-    """
-    if usage is None:
-        return None
-    if not isinstance(usage, dict):
-        raise UsageProblem("usage is not an object", usage)
-    prompt_field = "prompt_tokens" if usage.get("prompt_tokens") is not None else "input_tokens"
-    output_field = (
-        "completion_tokens" if usage.get("completion_tokens") is not None else "output_tokens"
-    )
-    prompt = token_count(usage, prompt_field, usage=usage)
-    completion = token_count(usage, output_field, usage=usage)
-    token_count(usage, "total_tokens", usage=usage)  # not used, but must be a count too
-    prompt_details = usage_part(usage, "prompt_tokens_details", "input_tokens_details")
-    output_details = usage_part(usage, "completion_tokens_details", "output_tokens_details")
-    cached = token_count(prompt_details, "cached_tokens", usage=usage)
-    audio_in = token_count(prompt_details, "audio_tokens", usage=usage)
-    reasoning = token_count(output_details, "reasoning_tokens", usage=usage)
-    audio_out = token_count(output_details, "audio_tokens", usage=usage)
-    if cached + audio_in > prompt:
-        raise UsageProblem("cached and audio input exceed the prompt", usage)
-    if reasoning + audio_out > completion:
-        raise UsageProblem("reasoning and audio output exceed the completion", usage)
-    return TokenUsage(
-        input_tokens=prompt - cached - audio_in,
-        cached_input_tokens=cached,
-        output_tokens=completion - audio_out,
-        reasoning_tokens=reasoning,
-        audio_input_tokens=audio_in,
-        audio_output_tokens=audio_out,
-    )

@@ -1,28 +1,49 @@
-"""Translation between the OpenAI Chat Completions and the Anthropic Messages formats.
+"""Anthropic's Messages format, and its conversions to and from the hub (OpenAI's Chat
+Completions, relay.formats.openai_chat).
 
-The relay calls these when a client speaks one format and the channel serving it speaks the
-other: requests are converted on the way up, responses (whole or streamed) on the way down.
-Everything here is pure: dicts in, dicts out, no Django and no I/O, so the relay owns parsing,
-serialization, model-name mapping and billing.
-
-A request the other side cannot express (an audio part, a server-side tool, ...) raises
-`ConversionError`, which the relay answers with a 400 rather than silently changing the meaning
-of the call.
-
-Answers are the upstream's, so nothing in them is trusted: an answer of the wrong shape raises
-`MalformedUpstream`, and a stream event of the wrong shape, or an error where the answer
-should be, raises its subclass `UpstreamStreamError`. No other exception leaves the converters
-of answers, so a broken upstream ends the client's stream cleanly instead of mid-chunk.
+Its error body, its SSE framing and the event that ends a broken stream, the reading of its
+usage, the checks on its stream events, the translator that passes its streams through, and
+the conversions: requests, whole answers and streams, each way. The conversions are pure:
+dicts in, dicts out, no Django and no I/O, so the relay owns parsing, serialization,
+model-name mapping and billing.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from billing.pricing import TokenUsage
+from relay.formats import openai_chat
+from relay.formats.common import (
+    STREAM_BROKE_OFF,
+    ConversionError,
+    Event,
+    MalformedUpstream,
+    Translator,
+    UpstreamStreamError,
+    UsageProblem,
+    json_object,
+    malformed,
+    reads_upstream,
+    stream_ended_with_error,
+    token_count,
+    usage_part,
+)
+from relay.formats.openai_chat import (
+    DONE,
+    check_openai_chunk,
+    normalize_openai_usage,
+    openai_chunk,
+    openai_chunk_text,
+)
+from relay.responses import current_request_id, new_request_id
+
+if TYPE_CHECKING:  # relay.errors renders through this module
+    from relay.errors import RelayError
 
 ANTHROPIC_TO_OPENAI_FINISH = {
     "end_turn": "stop",
@@ -52,98 +73,90 @@ DATA_URL = re.compile(r"^data:(?P<media_type>[^;,]+)[^,]*;base64,(?P<data>.*)$",
 # Anthropic only accepts tool_use ids made of these characters; some OpenAI-compatible
 # upstreams mint ids such as "functions.get_weather:0".
 TOOL_ID_FORBIDDEN = re.compile(r"[^a-zA-Z0-9_-]")
-# An upstream's error type or event name is only repeated (in logs, to the client) if it looks
-# like one: anything else could carry whatever the upstream put there.
-PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
-MALFORMED_ANSWER = "The upstream sent a malformed answer."
-MALFORMED_EVENT = "The upstream sent a malformed event."
-ERROR_EVENT = "The upstream ended the stream with an error."
-
-# What reading a field of the wrong type raises; such an answer is the upstream's fault.
-READ_ERRORS = (
-    TypeError,
-    AttributeError,
-    KeyError,
-    ValueError,
-    IndexError,
-    ArithmeticError,
-    RecursionError,
-)
-
-
-class ConversionError(ValueError):
-    """The request uses a feature the target format cannot express."""
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    431: "invalid_request_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
 
 
-class MalformedUpstream(ValueError):
-    """The upstream's answer cannot be relayed: it is malformed, or is an error. (A
-    ValueError, like ConversionError on the request side and json's own decoding errors.)
-
-    ``message`` is a fixed sentence, safe to show a client: the upstream's own words may hold
-    anything (a key, an internal address), so they are never carried. ``detail`` says what was
-    wrong for the logs, in the relay's words; ``error_type`` is the upstream's error type when
-    it sent a plausible one.
-    """
-
-    default_message = MALFORMED_ANSWER
-
-    def __init__(
-        self, message: str | None = None, *, error_type: str = "api_error", detail: str = ""
-    ) -> None:
-        message = message or self.default_message
-        super().__init__(message)
-        self.message = message
-        self.error_type = error_type
-        self.detail = detail
+def error_status(error: RelayError) -> int:
+    """Anthropic bills through 402; the OpenAI-side 429 for credit maps onto it."""
+    if error.code == "insufficient_quota":
+        return 402
+    return error.status
 
 
-class UpstreamStreamError(MalformedUpstream):
-    """A stream ended with an error, or sent an event that cannot be relayed."""
+def error_body(error: RelayError) -> dict:
+    """The error as Anthropic spells it: ``{"type": "error", ...}``, with the id of the request
+    being served, the one its ``x-request-id`` header and the refusal log carry."""
+    status = error_status(error)
+    return {
+        "type": "error",
+        "error": {
+            "type": error.error_type
+            if error.error_type and error.error_type in ERROR_TYPES.values()
+            else ERROR_TYPES.get(status, "api_error"),
+            "message": error.message,
+        },
+        "request_id": current_request_id() or new_request_id(),
+    }
 
-    default_message = MALFORMED_EVENT
+
+def sse(name: str, data: dict) -> bytes:
+    payload = json.dumps(data, separators=(",", ":")).encode()
+    return b"event: " + name.encode() + b"\ndata: " + payload + b"\n\n"
 
 
-def plain_name(value: object, default: str) -> str:
-    """``value`` if it is a short identifier-like string, else ``default``."""
-    if isinstance(value, str) and PLAIN_NAME.fullmatch(value):
-        return value
-    return default
-
-
-def _stream_ended_with_error(error: object) -> UpstreamStreamError:
-    """The exception for an upstream event that carries ``error`` (an object or anything)."""
-    if isinstance(error, dict):
-        error_type = plain_name(error.get("type"), "api_error")
-        detail = f"error event of type {error_type}"
-    else:
+def stream_error(error_type: str) -> bytes:
+    """The event that ends a broken stream; it keeps the kind of error the upstream named
+    (``overloaded_error``...) when it is one of Anthropic's."""
+    if error_type not in ERROR_TYPES.values():
         error_type = "api_error"
-        detail = f"error event whose error is {type(error).__name__}"
-    return UpstreamStreamError(ERROR_EVENT, error_type=error_type, detail=detail)
+    return sse(
+        "error", {"type": "error", "error": {"type": error_type, "message": STREAM_BROKE_OFF}}
+    )
 
 
-def _malformed(detail: str) -> UpstreamStreamError:
-    return UpstreamStreamError(MALFORMED_EVENT, detail=detail)
+def normalize_anthropic_usage(usage: dict | None) -> TokenUsage | None:
+    """Anthropic counts cache reads and writes apart from input_tokens: each is billed.
 
-
-def _reads_upstream(error_class: type[MalformedUpstream]):
-    """Turn a wrong type met while reading the upstream's answer into ``error_class``."""
-
-    def decorate(function):
-        @functools.wraps(function)
-        def guarded(*args, **kwargs):
-            try:
-                return function(*args, **kwargs)
-            except MalformedUpstream:
-                raise
-            except READ_ERRORS as problem:
-                # Not chained: the original message may quote the upstream's values.
-                detail = f"{type(problem).__name__} in {function.__qualname__}"
-                raise error_class(detail=detail) from None
-
-        return guarded
-
-    return decorate
+    Cache writes are split into 5-minute and 1-hour ones when ``cache_creation`` gives the
+    breakdown (which is then trusted), otherwise all of them are 5-minute writes. None when
+    there is no usage; ``UsageProblem`` when a figure is not a token count.
+    """
+    if usage is None:
+        return None
+    if not isinstance(usage, dict):
+        raise UsageProblem("usage is not an object", usage)
+    cache_writes = token_count(usage, "cache_creation_input_tokens", usage=usage)
+    breakdown = usage_part(usage, "cache_creation")
+    if breakdown:
+        cache_writes = token_count(breakdown, "ephemeral_5m_input_tokens", usage=usage)
+        cache_writes_1h = token_count(breakdown, "ephemeral_1h_input_tokens", usage=usage)
+    else:
+        cache_writes_1h = 0
+    server_tools = usage_part(usage, "server_tool_use")
+    return TokenUsage(
+        input_tokens=token_count(usage, "input_tokens", usage=usage),
+        cached_input_tokens=token_count(usage, "cache_read_input_tokens", usage=usage),
+        cache_write_tokens=cache_writes,
+        cache_write_1h_tokens=cache_writes_1h,
+        output_tokens=token_count(usage, "output_tokens", usage=usage),
+        web_search_calls=token_count(server_tools, "web_search_requests", usage=usage),
+    )
 
 
 def map_anthropic_stop_reason(reason: str | None) -> str:
@@ -577,7 +590,7 @@ def anthropic_usage_from_openai(usage: dict | None) -> dict:
     }
 
 
-@_reads_upstream(MalformedUpstream)
+@reads_upstream(MalformedUpstream)
 def anthropic_response_to_openai(resp: dict, *, model: str) -> dict:
     """Convert a Messages response into a `chat.completion` for the model the client named.
 
@@ -625,7 +638,7 @@ def anthropic_response_to_openai(resp: dict, *, model: str) -> dict:
     }
 
 
-@_reads_upstream(MalformedUpstream)
+@reads_upstream(MalformedUpstream)
 def openai_response_to_anthropic(resp: dict, *, model: str) -> dict:
     """Convert a `chat.completion` into a Messages response for the model the client named.
 
@@ -699,76 +712,52 @@ def _stop_reason(finish_reason: str | None, *, has_tool_use: bool) -> str:
 # --- Streams ----------------------------------------------------------------------------------
 
 
-def check_openai_chunk(chunk: dict) -> None:
-    """Raise `UpstreamStreamError` for an OpenAI chunk that carries an error, or whose shape a
-    client relies on is wrong: `choices` a list of objects, each `delta` an object, `usage` an
-    object or null.
-
-    Cheap on purpose: it runs on every chunk of every OpenAI stream, passthrough included.
-    """
-    if "error" in chunk:
-        raise _stream_ended_with_error(chunk["error"])
-    choices = chunk.get("choices")
-    if choices is not None:
-        if not isinstance(choices, list):
-            raise _malformed("choices is not a list")
-        for choice in choices:
-            if not isinstance(choice, dict):
-                raise _malformed("a choice is not an object")
-            delta = choice.get("delta")
-            if delta is not None and not isinstance(delta, dict):
-                raise _malformed("delta is not an object")
-    usage = chunk.get("usage")
-    if usage is not None and not isinstance(usage, dict):
-        raise _malformed("usage is not an object")
-
-
 def check_anthropic_event(kind: str, data: dict) -> None:
     """Raise `UpstreamStreamError` for an Anthropic event that is an error or carries one, or
     whose fields a client reads have the wrong type. Unknown events pass (future ones)."""
     if kind == "error" or "error" in data:
-        raise _stream_ended_with_error(data.get("error"))
+        raise stream_ended_with_error(data.get("error"))
     if kind == "message_start":
         message = data.get("message")
         if not isinstance(message, dict):
-            raise _malformed("message_start without a message object")
+            raise malformed("message_start without a message object")
         _check_anthropic_usage(message.get("usage"))
     elif kind in ("content_block_start", "content_block_delta", "content_block_stop"):
         index = data.get("index")
         if type(index) is not int or index < 0:  # a bool is no index either
-            raise _malformed(f"{kind} without a block index")
+            raise malformed(f"{kind} without a block index")
         if kind == "content_block_start":
             _check_anthropic_block(data.get("content_block"))
         elif kind == "content_block_delta":
             delta = data.get("delta")
             if not isinstance(delta, dict):
-                raise _malformed("content_block_delta without a delta object")
+                raise malformed("content_block_delta without a delta object")
             for field in ("text", "thinking", "partial_json"):
                 if field in delta and not isinstance(delta[field], str):
-                    raise _malformed(f"delta {field} is not a string")
+                    raise malformed(f"delta {field} is not a string")
     elif kind == "message_delta":
         delta = data.get("delta")
         if delta is not None:
             if not isinstance(delta, dict):
-                raise _malformed("message_delta's delta is not an object")
+                raise malformed("message_delta's delta is not an object")
             stop_reason = delta.get("stop_reason")
             if stop_reason is not None and not isinstance(stop_reason, str):
-                raise _malformed("stop_reason is not a string")
+                raise malformed("stop_reason is not a string")
         _check_anthropic_usage(data.get("usage"))
 
 
 def _check_anthropic_block(block: object) -> None:
     if not isinstance(block, dict):
-        raise _malformed("content_block is not an object")
+        raise malformed("content_block is not an object")
     if block.get("type") == "tool_use" and not (
         isinstance(block.get("id"), str) and isinstance(block.get("name"), str)
     ):
-        raise _malformed("tool_use block without a string id and name")
+        raise malformed("tool_use block without a string id and name")
 
 
 def _check_anthropic_usage(usage: object) -> None:
     if usage is not None and not isinstance(usage, dict):
-        raise _malformed("usage is not an object")
+        raise malformed("usage is not an object")
 
 
 # Parts of Anthropic's usage kept beside the four counts, for billing: the cache writes'
@@ -801,7 +790,7 @@ class AnthropicToOpenAIStream:
         """Anthropic-style usage accumulated so far."""
         return dict(self._usage)
 
-    @_reads_upstream(UpstreamStreamError)
+    @reads_upstream(UpstreamStreamError)
     def feed(self, event: str, data: dict) -> list[dict]:
         """Convert one Anthropic event into zero or more chunks.
 
@@ -837,7 +826,7 @@ class AnthropicToOpenAIStream:
         # ping, content_block_stop, message_stop and unknown future events carry nothing.
         return []
 
-    @_reads_upstream(UpstreamStreamError)
+    @reads_upstream(UpstreamStreamError)
     def finish(self) -> list[dict]:
         """Return the closing usage chunk when the client asked for one."""
         if not self.include_usage:
@@ -909,7 +898,7 @@ class OpenAIToAnthropicStream:
         """The upstream's OpenAI usage, once its usage chunk has arrived."""
         return self._usage
 
-    @_reads_upstream(UpstreamStreamError)
+    @reads_upstream(UpstreamStreamError)
     def feed(self, chunk: dict) -> list[tuple[str, dict]]:
         """Convert one chunk into zero or more Anthropic events.
 
@@ -926,22 +915,22 @@ class OpenAIToAnthropicStream:
             delta = choice.get("delta") or {}
             content = delta.get("content")
             if content is not None and not isinstance(content, str):
-                raise _malformed("delta content is not a string")
+                raise malformed("delta content is not a string")
             if content:
                 events.extend(self._text(content))
             tool_calls = delta.get("tool_calls")
             if tool_calls is not None and not isinstance(tool_calls, list):
-                raise _malformed("tool_calls is not a list")
+                raise malformed("tool_calls is not a list")
             for call in tool_calls or []:
                 events.extend(self._tool_call(call))
             finish_reason = choice.get("finish_reason")
             if finish_reason is not None and not isinstance(finish_reason, str):
-                raise _malformed("finish_reason is not a string")
+                raise malformed("finish_reason is not a string")
             if finish_reason:
                 self._finish_reason = finish_reason
         return events
 
-    @_reads_upstream(UpstreamStreamError)
+    @reads_upstream(UpstreamStreamError)
     def finish(self) -> list[tuple[str, dict]]:
         """Close the open block and the message, with the stop reason and usage."""
         events = self._start(None)
@@ -1000,16 +989,16 @@ class OpenAIToAnthropicStream:
     def _tool_call(self, call: dict) -> list[tuple[str, dict]]:
         events = []
         if not isinstance(call, dict):
-            raise _malformed("a tool call is not an object")
+            raise malformed("a tool call is not an object")
         function = call.get("function") or {}
         if not isinstance(function, dict):
-            raise _malformed("a tool call's function is not an object")
+            raise malformed("a tool call's function is not an object")
         tool_index = call.get("index", 0)
         if type(tool_index) is not int:
-            raise _malformed("a tool call's index is not an integer")
+            raise malformed("a tool call's index is not an integer")
         for field in ("name", "arguments"):
             if function.get(field) is not None and not isinstance(function[field], str):
-                raise _malformed(f"a tool call's {field} is not a string")
+                raise malformed(f"a tool call's {field} is not a string")
         if tool_index not in self._tool_block_by_index:
             events.extend(self._close_block())
             block: dict[str, Any] = {
@@ -1054,3 +1043,134 @@ class OpenAIToAnthropicStream:
             return []
         index, self._open_block, self._text_block = self._open_block, None, None
         return [("content_block_stop", {"type": "content_block_stop", "index": index})]
+
+
+def anthropic_event_text(data: dict) -> str:
+    """Output text in an Anthropic stream event ("" for parts of the wrong type)."""
+    if not isinstance(data, dict):
+        return ""
+    kind = data.get("type")
+    if kind == "content_block_delta":
+        delta = data.get("delta")
+        if isinstance(delta, dict):
+            for field in ("text", "partial_json", "thinking"):
+                if isinstance(delta.get(field), str):
+                    return delta[field]
+    elif kind == "content_block_start":
+        block = data.get("content_block")
+        if isinstance(block, dict) and isinstance(block.get("name"), str):
+            return block["name"]
+    return ""
+
+
+def _anthropic_kind(event: Event, data: dict) -> str:
+    kind = data.get("type") or event.name or ""
+    if not isinstance(kind, str):
+        raise UpstreamStreamError(detail="event type is not a string")
+    return kind
+
+
+class AnthropicPassthrough(Translator):
+    """Anthropic upstream, Anthropic client: bytes unchanged, usage read on the way. An error
+    event, or an event of a shape the client's SDK would trip on, ends the stream through the
+    relay's own error event."""
+
+    def __init__(self):
+        super().__init__()
+        self._raw_usage: dict = {}
+
+    def _feed(self, event: Event) -> tuple[bytes, str]:
+        data = json_object(event)
+        kind = _anthropic_kind(event, data)
+        check_anthropic_event(kind, data)
+        if kind == "message_start":
+            self._record(data["message"].get("usage"))
+        elif kind == "message_delta":
+            self._record(data.get("usage"))
+        elif kind == "message_stop":
+            self.completed = True
+        return event.raw, anthropic_event_text(data)
+
+    def _record(self, usage: dict | None) -> None:
+        if usage is not None:
+            # message_delta counts are cumulative: later values replace earlier ones.
+            self._raw_usage.update({k: v for k, v in usage.items() if v is not None})
+            self._report_usage(normalize_anthropic_usage, self._raw_usage)
+
+
+class AnthropicToOpenAI(Translator):
+    """Anthropic upstream, OpenAI client."""
+
+    def __init__(self, *, model: str, client_wants_usage: bool):
+        super().__init__()
+        self._converter = AnthropicToOpenAIStream(model, include_usage=client_wants_usage)
+
+    def _feed(self, event: Event) -> tuple[bytes, str]:
+        data = json_object(event)
+        kind = _anthropic_kind(event, data)
+        chunks = self._converter.feed(kind, data)  # raises UpstreamStreamError
+        if kind in ("message_start", "message_delta"):
+            self._report_usage(normalize_anthropic_usage, self._converter.usage)
+        elif kind == "message_stop":
+            self.completed = True
+        return b"".join(openai_chat.sse(chunk) for chunk in chunks), anthropic_event_text(data)
+
+    def _finish(self) -> bytes:
+        return b"".join(openai_chat.sse(chunk) for chunk in self._converter.finish()) + (
+            b"data: [DONE]\n\n"
+        )
+
+
+class OpenAIToAnthropic(Translator):
+    """OpenAI upstream, Anthropic client."""
+
+    def __init__(self, *, model: str):
+        super().__init__()
+        self._converter = OpenAIToAnthropicStream(model)
+
+    def _feed(self, event: Event) -> tuple[bytes, str]:
+        if event.data == DONE:
+            self.completed = True
+            return b"", ""
+        chunk = openai_chunk(event)
+        events = self._converter.feed(chunk)  # raises UpstreamStreamError
+        if chunk.get("usage") is not None:
+            self._report_usage(normalize_openai_usage, chunk["usage"])
+        return b"".join(sse(n, d) for n, d in events), openai_chunk_text(chunk)
+
+    def _finish(self) -> bytes:
+        return b"".join(sse(n, d) for n, d in self._converter.finish())
+
+
+# --- To and from the hub ----------------------------------------------------------------------
+
+
+def request_to_hub(body: dict) -> dict:
+    return anthropic_to_openai_chat(body)
+
+
+def request_from_hub(body: dict, *, default_max_tokens: int) -> dict:
+    return openai_chat_to_anthropic(body, default_max_tokens=default_max_tokens)
+
+
+def answer_to_hub(answer: dict, *, model: str) -> dict:
+    return anthropic_response_to_openai(answer, model=model)
+
+
+def answer_from_hub(answer: dict, *, model: str) -> dict:
+    return openai_response_to_anthropic(answer, model=model)
+
+
+def passthrough(*, model: str, client_wants_usage: bool) -> Translator:
+    """The translator for an Anthropic upstream serving an Anthropic client."""
+    return AnthropicPassthrough()
+
+
+def stream_to_hub(*, model: str, client_wants_usage: bool) -> Translator:
+    """The translator for an Anthropic upstream serving a hub (OpenAI) client."""
+    return AnthropicToOpenAI(model=model, client_wants_usage=client_wants_usage)
+
+
+def stream_from_hub(*, model: str) -> Translator:
+    """The translator for a hub (OpenAI) upstream serving an Anthropic client."""
+    return OpenAIToAnthropic(model=model)

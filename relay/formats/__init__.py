@@ -1,0 +1,87 @@
+"""One module per API format, each converting to and from one hub representation.
+
+The hub is OpenAI's Chat Completions shape: its request body, its answer and its stream chunks
+(relay.formats.openai_chat, whose conversions are the identity). Every other format converts
+its requests, answers and streams to and from the hub, so a call goes client -> hub ->
+upstream and its answer upstream -> hub -> client, and a new format is one module rather than
+a converter for each pair.
+
+A format module owns its error body (``error_body``, ``error_status``), its SSE framing
+(``sse``) and the event that ends a broken stream (``stream_error``), the reading of its usage,
+the checks on its stream events, and its conversions: ``request_to_hub``/``request_from_hub``,
+``answer_to_hub``/``answer_from_hub``, and the stream translators ``passthrough``,
+``stream_to_hub`` and ``stream_from_hub``. What they share is in relay.formats.common.
+
+The relay calls the functions below, which pick the modules, so it has no per-format branch.
+"""
+
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from relay.formats import anthropic_messages, openai_chat
+from relay.formats.common import Translator
+from relay.operations import Format
+
+if TYPE_CHECKING:  # relay.errors renders through this module
+    from relay.errors import RelayError
+
+HUB: Format = "openai"
+
+FORMATS: dict[Format, ModuleType] = {
+    "openai": openai_chat,
+    "anthropic": anthropic_messages,
+}
+
+
+def convert_request(
+    body: dict, *, client: Format, upstream: Format, default_max_tokens: int
+) -> dict:
+    """The client's request body in the upstream's format (the body itself if they agree).
+
+    Raises ``ConversionError`` for a request the upstream's format cannot express.
+    """
+    if client == upstream:
+        return body
+    hub = FORMATS[client].request_to_hub(body)
+    return FORMATS[upstream].request_from_hub(hub, default_max_tokens=default_max_tokens)
+
+
+def convert_answer(answer: dict, *, upstream: Format, client: Format, model: str) -> dict:
+    """The upstream's whole answer in the client's format (the answer itself if they agree).
+
+    Raises ``MalformedUpstream`` for an answer that cannot be read.
+    """
+    if client == upstream:
+        return answer
+    hub = FORMATS[upstream].answer_to_hub(answer, model=model)
+    return FORMATS[client].answer_from_hub(hub, model=model)
+
+
+def translator(
+    *, client: Format, upstream: Format, model: str, client_wants_usage: bool
+) -> Translator:
+    """The translator from the upstream's stream events to the client's stream bytes."""
+    if client == upstream:
+        return FORMATS[client].passthrough(model=model, client_wants_usage=client_wants_usage)
+    if client == HUB:
+        return FORMATS[upstream].stream_to_hub(model=model, client_wants_usage=client_wants_usage)
+    if upstream == HUB:
+        return FORMATS[client].stream_from_hub(model=model)
+    # Two formats besides the hub: the translators would be chained through the hub. No such
+    # pair is served yet (the operations table says which formats serve which).
+    raise NotImplementedError(f"no stream translation from {upstream} to {client}")
+
+
+def stream_error(fmt: Format, error_type: str = "api_error") -> bytes:
+    """The event that ends a broken stream, in the client's format."""
+    return FORMATS[fmt].stream_error(error_type)
+
+
+def error_body(fmt: Format, error: "RelayError") -> dict:
+    """The error object in the format's own shape."""
+    return FORMATS[fmt].error_body(error)
+
+
+def error_status(fmt: Format, error: "RelayError") -> int:
+    """The HTTP status the format gives the error."""
+    return FORMATS[fmt].error_status(error)
