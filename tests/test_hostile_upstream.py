@@ -134,31 +134,37 @@ def test_a_malformed_openai_stream_ends_with_an_error_event_and_is_billed_for_wh
     books_balance()
 
 
-def test_a_malformed_anthropic_stream_ends_with_an_anthropic_error_event(
-    relay_url, alice, alice_key, anthropic_channel, mock_upstream, books_balance
-):
+def anthropic_stream_after(relay_url, key, mock_upstream, event: dict) -> bytes:
+    """The body an Anthropic client reads when the upstream sends message_start, then
+    ``event``, then ends."""
     start = {
         "type": "message_start",
         "message": {"id": "m", "role": "assistant", "content": [], "usage": {"input_tokens": 9}},
     }
-    no_index = {"type": "content_block_start", "content_block": {"type": "text", "text": ""}}
     mock_upstream.script(
         {
             "raw_stream": [
                 f"event: message_start\ndata: {json.dumps(start)}\n\n".encode(),
-                f"event: content_block_start\ndata: {json.dumps(no_index)}\n\n".encode(),
+                f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode(),
             ]
         }
     )
-
     with httpx.stream(
         "POST",
         relay_url + "/v1/messages",
         json={"model": "claude-haiku-4-5", "max_tokens": 50, "messages": PROMPT, "stream": True},
-        headers={"x-api-key": alice_key, "anthropic-version": "2023-06-01"},
+        headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
         timeout=30,
     ) as response:
-        body = response.read()
+        return response.read()
+
+
+def test_a_malformed_anthropic_stream_ends_with_an_anthropic_error_event(
+    relay_url, alice, alice_key, anthropic_channel, mock_upstream, books_balance
+):
+    no_index = {"type": "content_block_start", "content_block": {"type": "text", "text": ""}}
+
+    body = anthropic_stream_after(relay_url, alice_key, mock_upstream, no_index)
 
     last = body.strip().split(b"\n\n")[-1]
     assert last.startswith(b"event: error\n")
@@ -243,28 +249,9 @@ def test_a_settlement_that_fails_leaves_the_hold_delivered_and_the_sweep_charges
 def test_an_anthropic_error_event_reaches_an_anthropic_client_with_its_kind(
     relay_url, alice, alice_key, anthropic_channel, mock_upstream, books_balance
 ):
-    start = {
-        "type": "message_start",
-        "message": {"id": "m", "role": "assistant", "content": [], "usage": {"input_tokens": 9}},
-    }
     overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
-    mock_upstream.script(
-        {
-            "raw_stream": [
-                f"event: message_start\ndata: {json.dumps(start)}\n\n".encode(),
-                f"event: error\ndata: {json.dumps(overloaded)}\n\n".encode(),
-            ]
-        }
-    )
 
-    with httpx.stream(
-        "POST",
-        relay_url + "/v1/messages",
-        json={"model": "claude-haiku-4-5", "max_tokens": 50, "messages": PROMPT, "stream": True},
-        headers={"x-api-key": alice_key, "anthropic-version": "2023-06-01"},
-        timeout=30,
-    ) as response:
-        body = response.read()
+    body = anthropic_stream_after(relay_url, alice_key, mock_upstream, overloaded)
 
     last = json.loads(body.strip().split(b"\n\n")[-1].split(b"data: ", 1)[1])
     assert last["error"]["type"] == "overloaded_error"
