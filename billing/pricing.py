@@ -190,14 +190,20 @@ def group_cache_key(group: str) -> str:
 
 
 def price_for(model: str) -> Price | None:
-    """The model's price, or None when the operator has not priced it (the call is refused)."""
+    """The model's price, or None when the operator has not priced it (the call is refused).
+
+    Only a priced model is cached: model names come from clients, and remembering every
+    unknown one would let a key holder fill the shared cache with names (an unknown name costs
+    one indexed read instead)."""
     key = price_cache_key(model)
     cached = shared_cache().get(key)
     if cached is None:
         row = ModelPrice.objects.filter(model=model).first()
-        cached = Price.from_row(row) if row else False
+        if row is None:
+            return None
+        cached = Price.from_row(row)
         shared_cache().set(key, cached, settings.RELAY_CACHE_SECONDS)
-    return cached or None
+    return cached if isinstance(cached, Price) else None
 
 
 def priced_models(models: Collection[str]) -> set[str]:
