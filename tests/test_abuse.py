@@ -1,13 +1,15 @@
 """Nothing a client does holds upstream connections or grows memory without bound."""
 
 import asyncio
+import contextlib
 
 import httpx
 import pytest
 
 from accounts.services import create_api_key
 from billing.models import Hold
-from config.cache import memo
+from billing.pricing import price_cache_key
+from config.cache import memo, shared_cache
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,14 +23,25 @@ def test_a_stream_client_that_leaves_before_the_first_upstream_byte_cancels_the_
     mock_upstream.script(*[{"hang_after_headers": True}] * 5)
 
     async def leave_early():
-        async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=0.5)) as client:
-            for _ in range(5):
-                with pytest.raises(httpx.ReadTimeout):
-                    await client.post(
+        async with httpx.AsyncClient(timeout=30) as client:
+            for sent in range(1, 6):
+                calling = asyncio.create_task(
+                    client.post(
                         f"{relay_url}/v1/chat/completions",
                         headers={"Authorization": f"Bearer {alice_key}"},
                         json={"model": "gpt-4o", "messages": HELLO, "stream": True},
                     )
+                )
+                # Leave once the upstream has the request and has not answered a byte.
+                for _ in range(1000):
+                    if len(mock_upstream.requests) >= sent:
+                        break
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.05)
+                assert not calling.done()
+                calling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await calling
 
     asyncio.run(leave_early())
 
@@ -97,6 +110,10 @@ def test_unknown_model_names_are_not_remembered_and_long_ones_are_refused(
         )
         assert response.status_code == 404
     assert not any(memo.lookup(("price", f"no-such-model-{i}"))[0] for i in range(50))
+    # Nor in the cache every process shares.
+    assert not any(
+        shared_cache().get(price_cache_key(f"no-such-model-{i}")) is not None for i in range(50)
+    )
 
     response = httpx.post(
         f"{relay_url}/v1/chat/completions",
