@@ -6,6 +6,7 @@ Money fields are integer quota units: 500,000 quota = 1 USD. Balances change onl
 
 import ipaddress
 import secrets
+from decimal import Decimal
 
 from django.contrib.auth.models import AbstractUser
 from django.db import models
@@ -114,3 +115,71 @@ class ApiKey(KeepsMoneyFields, models.Model):
     def reveal(self) -> str:
         """The key in clear, for its owner to copy again."""
         return key_secrets.decrypt(self.encrypted_key)
+
+
+DEFAULT_CHAT_LINK = 'https://app.nextchat.dev/#/?settings={{"key":"{key}","url":"{base_url}"}}'
+
+
+class SiteSettings(models.Model):
+    """The operator's site options, edited in admin: one row (``SiteSettings.current()``).
+
+    Money fields are quota units (500,000 = $1).
+    """
+
+    site_name = models.CharField(max_length=64, default="Sluice")
+    registration_open = models.BooleanField(default=True, help_text="Whether people may sign up.")
+    trial_quota = models.BigIntegerField(default=0, help_text="Given to every new user.")
+    trial_days = models.PositiveIntegerField(
+        default=0, help_text="How long trial credit lasts, in days; 0 = it never expires."
+    )
+    inviter_reward = models.BigIntegerField(
+        default=0, help_text="Given to the inviter when someone signs up through their link."
+    )
+    invitee_reward = models.BigIntegerField(
+        default=0, help_text="Given to a new user who signed up through an invite link."
+    )
+    display_currency = models.CharField(
+        max_length=8, default="¥", help_text="Symbol of the currency shown beside dollars."
+    )
+    display_rate = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        default=Decimal("7.2"),
+        help_text="Units of the display currency per US dollar.",
+    )
+    shop_url = models.URLField(blank=True, help_text="Where people buy redemption codes.")
+    topup_note = models.TextField(
+        blank=True, help_text="Shown on the top-up page (Markdown: prices, exchange rate)."
+    )
+    chat_link_template = models.CharField(
+        max_length=500,
+        default=DEFAULT_CHAT_LINK,
+        help_text="A chat client's link with {key} and {base_url}; literal braces doubled.",
+    )
+
+    class Meta:
+        verbose_name = verbose_name_plural = "site settings"
+
+    def __str__(self):
+        return "site settings"
+
+    @classmethod
+    def current(cls) -> "SiteSettings":
+        """The one row, created with the defaults the first time it is asked for."""
+        settings, _ = cls.objects.get_or_create(pk=1)
+        return settings
+
+
+class AccessToken(models.Model):
+    """A personal access token for the REST API (``/api/``): stored as its HMAC, like keys."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="access_tokens")
+    name = models.CharField(max_length=100)
+    lookup_hash = models.CharField(max_length=64, unique=True, editable=False)
+    hint = models.CharField(max_length=16, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.name} ({self.hint})"

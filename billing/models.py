@@ -26,8 +26,10 @@ class LedgerEntry(models.Model):
         REFUND = "refund"
         TOPUP = "topup"
         REDEMPTION = "redemption"
-        TRIAL = "trial"
-        INVITE = "invite"
+        TRIAL = "trial", "trial credit"
+        TRIAL_EXPIRY = "trial_expiry", "trial credit expired"
+        INVITE_REWARD = "invite_reward", "invite reward"
+        VIP_PURCHASE = "vip_purchase", "VIP tier purchase"
         ADJUSTMENT = "adjustment"
         KEY_LIMIT = "key_limit", "key limit change"
 
@@ -55,6 +57,11 @@ class LedgerEntry(models.Model):
     class Meta:
         verbose_name_plural = "ledger entries"
         ordering = ["-id"]
+        # The site's log pages page one user's rows newest first (keyset on id), by kind.
+        indexes = [
+            models.Index(fields=["user", "-id"], name="ledger_user_id"),
+            models.Index(fields=["user", "kind", "-id"], name="ledger_user_kind_id"),
+        ]
 
     def __str__(self):
         return f"{self.kind} {self.amount:+d} for {self.user_id}"
@@ -162,7 +169,14 @@ class UsageLog(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["user", "created_at"])]
+        # The site's log pages page one user's rows newest first (keyset on id), filtered by
+        # key or model; date ranges become id bounds through (user, created_at).
+        indexes = [
+            models.Index(fields=["user", "created_at"]),
+            models.Index(fields=["user", "-id"], name="usage_user_id"),
+            models.Index(fields=["user", "api_key", "-id"], name="usage_user_key_id"),
+            models.Index(fields=["user", "model", "-id"], name="usage_user_model_id"),
+        ]
 
     def __str__(self):
         return f"{self.model} {self.quota} for {self.user_id}"
@@ -230,3 +244,26 @@ class GroupRatio(models.Model):
 
     def __str__(self):
         return f"{self.name} ×{self.ratio}"
+
+
+class TrialGrant(models.Model):
+    """Trial credit given to a new user, and what became of it when its lifetime ended.
+
+    Trial credit is taken as spent first: when it expires, the expiry takes at most the grant
+    less everything the user consumed since it was given, and never more than the balance, so
+    money the user paid for is never taken. The expiry is a ledger row of its own
+    (``trial_expiry``); ``expired_amount`` is what it took.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    entry = models.OneToOneField(LedgerEntry, on_delete=models.PROTECT, related_name="+")
+    amount = models.BigIntegerField(help_text="Granted, quota units.")
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never.")
+    closed_at = models.DateTimeField(null=True, blank=True)
+    expired_amount = models.BigIntegerField(default=0, help_text="Taken at expiry, quota units.")
+
+    class Meta:
+        indexes = [models.Index(fields=["closed_at", "expires_at"])]
+
+    def __str__(self):
+        return f"trial {self.amount} for {self.user_id}"
