@@ -72,6 +72,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -295,7 +296,13 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- The rest -------------------------------------------------------------------------------
-LANGUAGE_CODE = "en-us"
+LANGUAGE_CODE = "en"
+# The site speaks English and Simplified Chinese: from the browser's Accept-Language, or the
+# language the person picked (remembered in a cookie). Each part of the site keeps its own
+# catalogue under locale/<part>/; Django merges them. Compiled .mo files are committed, so a
+# fresh machine needs no gettext.
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale" / part for part in ("site", "accounts", "logs")]
 TIME_ZONE = env("TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
