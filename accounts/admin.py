@@ -6,7 +6,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.template.response import TemplateResponse
 
 from accounts import secrets as key_secrets
-from accounts.models import ApiKey, User
+from accounts.models import AccessToken, ApiKey, SiteSettings, User
 from billing import services as billing
 
 
@@ -135,3 +135,24 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 "key": obj.key_in_clear,
             },
         )
+
+
+@admin.register(SiteSettings)
+class SiteSettingsAdmin(admin.ModelAdmin):
+    """The one row of site options (money fields in quota units: 500,000 = $1)."""
+
+    def has_add_permission(self, request):
+        return not SiteSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AccessToken)
+class AccessTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "user", "hint", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("user", "name", "hint", "created_at", "last_used_at")
+    search_fields = ("user__username", "name")
+
+    def has_add_permission(self, request):
+        return False

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from billing.models import GroupRatio, Hold, LedgerEntry, ModelPrice, UsageLog
+from billing.models import GroupRatio, Hold, LedgerEntry, ModelPrice, TrialGrant, UsageLog
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -88,3 +88,8 @@ class ModelPriceAdmin(admin.ModelAdmin):
 @admin.register(GroupRatio)
 class GroupRatioAdmin(admin.ModelAdmin):
     list_display = ("name", "ratio")
+
+
+@admin.register(TrialGrant)
+class TrialGrantAdmin(ReadOnlyAdmin):
+    list_display = ("user", "amount", "expires_at", "closed_at", "expired_amount")
