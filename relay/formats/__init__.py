@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from relay.formats import anthropic_messages, openai_chat
-from relay.formats.common import Translator
+from relay.formats.common import ChainedTranslator, Translator
 from relay.operations import Format
 
 if TYPE_CHECKING:  # relay.errors renders through this module
@@ -67,9 +67,12 @@ def translator(
         return FORMATS[upstream].stream_to_hub(model=model, client_wants_usage=client_wants_usage)
     if upstream == HUB:
         return FORMATS[client].stream_from_hub(model=model)
-    # Two formats besides the hub: the translators would be chained through the hub. No such
-    # pair is served yet (the operations table says which formats serve which).
-    raise NotImplementedError(f"no stream translation from {upstream} to {client}")
+    # Two formats besides the hub: upstream -> hub -> client. The hub side asks for the usage
+    # chunk so the client's format can show the upstream's counts in its own closing event.
+    return ChainedTranslator(
+        FORMATS[upstream].stream_to_hub(model=model, client_wants_usage=True),
+        FORMATS[client].stream_from_hub(model=model),
+    )
 
 
 def stream_error(fmt: Format, error_type: str = "api_error") -> bytes:

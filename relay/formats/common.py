@@ -333,3 +333,46 @@ def json_object(event: Event) -> dict:
     if data is None:
         raise UpstreamStreamError(detail="event data is not a JSON object")
     return data
+
+
+class ChainedTranslator(Translator):
+    """Two translators through the hub: ``upstream`` turns the upstream's events into hub
+    chunks (OpenAI chat chunks as SSE bytes), ``client`` turns those into the client's bytes.
+
+    What the relay reads from a translator is the upstream's: the usage it reported (and a
+    report that could not be trusted), whether it ended the stream properly, and the output
+    text its events carried; the client side only reframes. ``upstream`` should be made with
+    ``client_wants_usage=True`` so that the usage reaches ``client``, which shows it in the
+    client's own closing event.
+    """
+
+    def __init__(self, upstream: Translator, client: Translator):
+        super().__init__()
+        self._upstream = upstream
+        self._client = client
+        self._hub = EventParser()
+
+    def _feed(self, event: Event) -> tuple[bytes, str]:
+        try:
+            hub, text = self._upstream.feed(event)
+        finally:
+            self._copy_upstream_state()
+        return self._relay(hub), text
+
+    def _finish(self) -> bytes:
+        try:
+            hub = self._upstream.finish()
+        finally:
+            self._copy_upstream_state()
+        return self._relay(hub) + self._client.finish()
+
+    def _relay(self, hub: bytes) -> bytes:
+        if not hub:
+            return b""
+        out = [self._client.feed(event)[0] for event in self._hub.feed(hub)]
+        return b"".join(out)
+
+    def _copy_upstream_state(self) -> None:
+        self.usage = self._upstream.usage
+        self.usage_problem = self._upstream.usage_problem
+        self.completed = self._upstream.completed
