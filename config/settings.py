@@ -71,6 +71,8 @@ INSTALLED_APPS = [
 # Only the site goes through these; /v1 is served by relay.http with none.
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files in every mode (no web server needed in embedded mode): README "Static files".
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -308,6 +310,27 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise looks there first (empty until collectstatic)
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# WhiteNoise serves the site's CSS and JS. Embedded mode (and any node where collectstatic was not
+# run) serves them straight from the source folders; `manage.py collectstatic` copies them into
+# STATIC_ROOT with compressed copies, and WHITENOISE_USE_FINDERS=0 then serves only those.
+WHITENOISE_USE_FINDERS = env_bool("WHITENOISE_USE_FINDERS", True)
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # No manifest: pages render the same whether or not collectstatic ran.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Session and CSRF cookies: the session cookie is HttpOnly always; both are Secure (HTTPS only)
+# by default in production mode (DATABASE_URL set), or whenever SESSION_COOKIE_SECURE=1.
+# Embedded mode is often plain http on a LAN, so there the default is off.
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", bool(env("DATABASE_URL")))
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_SAMESITE = "Lax"
+# The public address of the site ("https://api.example.com"), shown on the home and docs pages
+# as the base URL; empty: taken from each request's host.
+SITE_URL = env("SITE_URL").rstrip("/")
 
 LOGGING = {
     "version": 1,
