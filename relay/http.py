@@ -36,6 +36,7 @@ model, status and reason (the error's code). Never the key, the body or an upstr
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -46,7 +47,14 @@ from django.dispatch import receiver
 
 from relay import errors
 from relay.operations import client_format_of_path
-from relay.responses import Request, Response, StreamingResponse, new_request_id, request_id
+from relay.responses import (
+    END,
+    Request,
+    Response,
+    StreamingResponse,
+    new_request_id,
+    request_id,
+)
 from relay.responses import current_request_id as current_request_id  # for code serving a call
 
 logger = logging.getLogger(__name__)
@@ -240,13 +248,27 @@ async def _serve(request, scope, receive, answer, routes, fallback, before_body)
         if isinstance(response, StreamingResponse):
             await answer.stream(response, watch)
         else:
-            watch.finished = True
-            await answer.write(response)
+            await _write_then_finish(answer, response, watch)
     except asyncio.CancelledError:
         if not watch.swallow():
             raise
     finally:
         watch.stop()
+
+
+async def _write_then_finish(answer: "Answer", response: Response, watch: "Watch") -> None:
+    """Write a whole answer, then run its ``after`` step with whether it was written, however
+    this ends (a client that left before the write cancels this task)."""
+    written = False
+    try:
+        if not watch.gone:
+            watch.finished = True
+            await answer.write(response)
+            written = True
+    finally:
+        if response.after is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(response.after(written))
 
 
 class Answer:
@@ -314,17 +336,25 @@ async def stream(
 ) -> bytes | None:
     """Send a streaming response; the body iterator is closed however this ends. Returns the
     last chunk sent (where a stream's error event would be)."""
-    iterating = False
-    chunk = None
+    iterating = ended = False
+    last = None
     try:
         await send(_start(response.status, response.content_type, response.headers, extra))
         iterating = True  # from the first step on, the iterator's own finally cleans up
         async for chunk in response.body:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        if watch is not None:
-            watch.finished = True
-        await send({"type": "http.response.body", "body": b""})
-        return chunk
+            if chunk is not END:
+                last = chunk
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            elif not ended:  # the client has the whole answer; the rest is bookkeeping
+                ended = True
+                if watch is not None:
+                    watch.finished = True
+                await send({"type": "http.response.body", "body": b""})
+        if not ended:
+            if watch is not None:
+                watch.finished = True
+            await send({"type": "http.response.body", "body": b""})
+        return last
     finally:
         if iterating:
             await response.body.aclose()  # runs the iterator's finally if it is suspended

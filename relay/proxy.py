@@ -3,8 +3,9 @@
 ``relay`` serves one /v1 call: admission (relay.admission) places its hold; then each channel
 in turn gets the request, built by the provider adapter with exactly the output limit the hold
 covers, until one answers; another is tried on failure as long as the client has seen nothing.
-A plain answer is settled (relay.calls) before it is sent; a stream is settled by its own
-``finally`` with what was sent, whatever ends it. The upstream response is closed on every
+A plain answer is settled (relay.calls) once it was written, or released if its client left
+first; a stream is settled by its own ``finally`` with what was sent, whatever ends it, after
+its last byte went out. The upstream response is closed on every
 path, which cancels the upstream's work and frees its connection.
 """
 
@@ -37,7 +38,7 @@ from relay.formats.common import (
 from relay.operations import OPERATIONS
 from relay.providers import provider_for
 from relay.providers.base import CHAT, MESSAGES
-from relay.responses import Request, Response, StreamingResponse
+from relay.responses import END, Request, Response, StreamingResponse
 from relay.routing import ChannelInfo
 
 logger = logging.getLogger(__name__)
@@ -246,14 +247,21 @@ async def _finish_plain(call: Call, provider, response: httpx.Response) -> Respo
         reported = provider.normalize_usage(answer.get("usage"))
     except UsageProblem as bad:
         reported, problem = None, bad.raw
-    # An upstream that reports no usage (or none to believe) is billed on local counts.
-    await call.settle(
-        reported,
-        CallStatus.SUCCESS,
-        local_output=lambda: tokens.count_text(_answer_text(answer), call.model),
-        problem=problem,
-    )
-    return Response(200, content if isinstance(content, bytes) else content.encode())
+
+    async def settle(written: bool) -> None:
+        if not written:  # the client left before it could have the answer: no charge
+            await call.fail("client_gone")
+            return
+        # An upstream that reports no usage (or none to believe) is billed on local counts.
+        await call.settle(
+            reported,
+            CallStatus.SUCCESS,
+            local_output=lambda: tokens.count_text(_answer_text(answer), call.model),
+            problem=problem,
+        )
+
+    body = content if isinstance(content, bytes) else content.encode()
+    return Response(200, body, after=settle)
 
 
 def _answer_text(answer: dict) -> str:
@@ -333,6 +341,7 @@ async def stream_answer(
         if tail:
             yield tail
         status = CallStatus.SUCCESS if translator.completed else (CallStatus.UPSTREAM_ERROR)
+        yield END  # the client has it all: the response ends before the settlement below
     except (httpx.HTTPError, UpstreamStreamError) as broken:
         status = CallStatus.UPSTREAM_ERROR
         logger.warning(
@@ -341,12 +350,14 @@ async def stream_answer(
             type(broken).__name__,
         )
         yield _stream_error(call, getattr(broken, "error_type", "api_error"))
+        yield END
     except Exception:  # a malformed event no translator foresaw: end the stream cleanly
         status = CallStatus.UPSTREAM_ERROR
         logger.exception(
             "stream from channel %s could not be translated", call.channel and call.channel.id
         )
         yield _stream_error(call)
+        yield END
     finally:
         if status == CallStatus.CLIENT_GONE and translator.completed:
             # The client left after the upstream's last event had been handed on (the SDKs

@@ -38,6 +38,9 @@ class Response:
     content_type: str = "application/json"  # empty: no content-type header
     # Why the call was refused (the error's code, set by relay.errors.render), for the log.
     reason: str | None = None
+    # Run once the answer was written (True) or could not be (False: the client left first),
+    # whatever ends the request: a call settles here, after its client has the answer.
+    after: Callable[[bool], Awaitable[None]] | None = None
 
     @classmethod
     def json(cls, data, status: int = 200) -> "Response":
@@ -49,7 +52,9 @@ class StreamingResponse:
     """An answer sent as its body iterator yields.
 
     ``unsent`` runs when the body never started (the client left before the first byte), so
-    whoever made the iterator can clean up what its ``finally`` would have.
+    whoever made the iterator can clean up what its ``finally`` would have. ``END`` from the
+    body says the answer is complete: the response ends there, before
+    the iterator's bookkeeping (its settlement) runs.
     """
 
     body: AsyncGenerator[bytes, None]  # closed (``aclose``) by relay.http whatever happens
@@ -57,6 +62,15 @@ class StreamingResponse:
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "text/event-stream"
     status: int = 200
+
+
+class _End(bytes):
+    """The type of ``END``: told apart from any other chunk by identity."""
+
+
+# What a streaming body yields once the client has the whole answer: relay.http ends the
+# response at once and keeps iterating only for what the body does after (settling).
+END: bytes = _End()
 
 
 # The id of the /v1 request this task is serving: set by relay.http.serve for the whole of it

@@ -19,6 +19,7 @@ import threading
 import time
 
 import anthropic
+import httpx
 import openai
 import pytest
 import uvicorn
@@ -312,9 +313,31 @@ def anthropic_channel(mock_upstream, db) -> Channel:  # noqa: F811
     return add_channel(mock_upstream.url, type="anthropic", models=ANTHROPIC_MODELS)
 
 
+def wait_until_settled(timeout: float = 10.0) -> bool:
+    """Wait until the test server has closed every call it admitted: a call is settled (or
+    released) just after its answer reached the client, not before."""
+    from relay.calls import calls_in_flight
+
+    return bool(eventually(lambda: calls_in_flight() == 0, timeout=timeout))
+
+
+def _settled_after_whole_answers(response: httpx.Response) -> None:
+    """An SDK client's response hook: once a whole (non-stream) answer is in, wait for its
+    settlement, so a test reads the books as the call left them."""
+    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+        response.read()
+        wait_until_settled()
+
+
+def settling_http_client(sdk) -> httpx.Client:
+    """The SDK's own httpx client, waiting for the settlement of each whole answer."""
+    return sdk.DefaultHttpxClient(event_hooks={"response": [_settled_after_whole_answers]})
+
+
 @pytest.fixture
 def make_openai(relay_url):
     def make(key: str, **options) -> openai.OpenAI:
+        options.setdefault("http_client", settling_http_client(openai))
         return openai.OpenAI(
             base_url=f"{relay_url}/v1",
             api_key=key,
@@ -328,6 +351,7 @@ def make_openai(relay_url):
 @pytest.fixture
 def make_anthropic(relay_url):
     def make(key: str, **options) -> anthropic.Anthropic:
+        options.setdefault("http_client", settling_http_client(anthropic))
         return anthropic.Anthropic(
             base_url=relay_url, api_key=key, max_retries=options.pop("max_retries", 0), **options
         )

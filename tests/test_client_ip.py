@@ -14,7 +14,7 @@ from accounts.services import create_api_key
 from billing.models import UsageLog
 from relay.auth import client_ip
 from relay.responses import Request
-from tests.conftest import settled_usage
+from tests.conftest import settled_usage, wait_until_settled
 
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -23,7 +23,9 @@ def call(relay_url: str, key: str, forwarded_for: str | None = None) -> httpx.Re
     headers = {"Authorization": f"Bearer {key}"}
     if forwarded_for:
         headers["X-Forwarded-For"] = forwarded_for
-    return httpx.post(f"{relay_url}/v1/chat/completions", json=BODY, headers=headers)
+    response = httpx.post(f"{relay_url}/v1/chat/completions", json=BODY, headers=headers)
+    wait_until_settled()  # a call settles just after its answer is sent
+    return response
 
 
 def test_without_trusted_proxies_the_header_is_ignored(relay_url, alice_key, openai_channel):

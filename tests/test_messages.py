@@ -15,7 +15,7 @@ from relay.formats.anthropic_messages import AnthropicPassthrough
 from relay.formats.anthropic_messages import sse as anthropic_sse
 from relay.formats.common import EventParser
 from tests.charges import expected_charge
-from tests.conftest import ALICE_CREDIT, UPSTREAM_KEY, settled_usage
+from tests.conftest import ALICE_CREDIT, UPSTREAM_KEY, settled_usage, wait_until_settled
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -114,6 +114,7 @@ def test_the_key_is_accepted_as_a_bearer_token(alice, alice_key, anthropic_chann
 
     assert message.content[0].text == "hello hello hello "
     assert sent[0]["authorization"] == f"Bearer {alice_key}" and "x-api-key" not in sent[0]
+    wait_until_settled()
     assert UsageLog.objects.get().user_id == alice.id
 
 
