@@ -295,6 +295,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing.tasks.release_expired_holds",
         "schedule": HOLD_SWEEP_SECONDS,
     },
+    # VIP tiers whose time is up put their users back in the default group (billing.tiers).
+    "end-expired-tiers": {
+        "task": "billing.tasks.end_expired_tiers",
+        "schedule": float(env("TIER_SWEEP_SECONDS", "60")),
+    },
 }
 
 # --- The rest -------------------------------------------------------------------------------
