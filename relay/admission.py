@@ -27,6 +27,7 @@ from relay import auth, database, metering, routing, tokens, validation
 from relay.auth import KeyInfo
 from relay.calls import Call, give_slot, take_slot, track
 from relay.errors import RelayError
+from relay.formats import openai_responses
 from relay.operations import Format, Operation
 from relay.providers import channel_types_for, provider_for
 from relay.responses import Request
@@ -278,17 +279,20 @@ async def _count_input(
 def _count_input_now(
     operation: Operation, body: dict, model: str, formats: set[Format]
 ) -> tuple[int, int]:
-    if operation.input == "messages":
+    if operation.input in ("messages", "items"):
         system = body.get("system") if operation.client_format == "anthropic" else None
+        messages, tools = body.get("messages") or [], body.get("tools")
+        if operation.input == "items":  # the Responses API: instructions and input items
+            system, messages, tools = openai_responses.messages_for_counting(body)
         tokens_by_family = [
             tokens.count_messages(
-                body.get("messages") or [],
+                messages,
                 model,
                 system=system,
-                tools=body.get("tools"),
-                media=family,
+                tools=tools,
+                media="anthropic" if family == "anthropic" else "openai",
             )
             for family in sorted(formats) or ["openai"]
         ]
-        return max(tokens_by_family), tokens.count_audio_input(body.get("messages") or [])
+        return max(tokens_by_family), tokens.count_audio_input(messages)
     return tokens.count_input(body.get(operation.input, ""), model), 0

@@ -179,6 +179,9 @@ def set_output_limit(
     if upstream_format == "anthropic":
         body["max_tokens"] = limit
         return body
+    if upstream_format == "responses":
+        body["max_output_tokens"] = limit
+        return body
     if operation == COMPLETIONS:
         body["max_tokens"] = limit
         return body

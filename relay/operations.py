@@ -13,14 +13,17 @@ and the format an upstream provider speaks.
 from dataclasses import dataclass
 from typing import Literal
 
-Format = Literal["openai", "anthropic"]
+Format = Literal["openai", "anthropic", "responses"]
 
 # Operations a client can ask for, named for the API shape they arrive in.
 CHAT = "chat"  # OpenAI chat completions
 COMPLETIONS = "completions"  # OpenAI legacy completions
 EMBEDDINGS = "embeddings"
 MESSAGES = "messages"  # Anthropic messages
-InputShape = Literal["messages", "prompt", "input"]
+RESPONSES = "responses"  # OpenAI Responses API
+# Where the input is: chat-like messages, a prompt or embeddings input, or the Responses
+# API's instructions and input items.
+InputShape = Literal["messages", "prompt", "input", "items"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,16 @@ OPERATIONS: dict[str, Operation] = {
             served_by=frozenset({"openai", "anthropic"}),
             input="messages",
             output_limit_fields=("max_tokens",),
+        ),
+        Operation(
+            name=RESPONSES,
+            path="/v1/responses",
+            method="POST",
+            client_format="responses",
+            # OpenAI channels serve it natively (relay.providers.openai); others through the hub.
+            served_by=frozenset({"openai", "anthropic", "responses"}),
+            input="items",
+            output_limit_fields=("max_output_tokens",),
         ),
     )
 }

@@ -21,7 +21,7 @@ from django.conf import settings
 
 from billing.operations import CallStatus
 from billing.pricing import TokenUsage
-from relay import errors, formats, metering, tokens, upstream
+from relay import errors, formats, metering, stored_responses, tokens, upstream
 from relay.admission import admit
 from relay.calls import Call, stream_response
 from relay.errors import RelayError
@@ -148,18 +148,19 @@ def _upstream_operation(call: Call, provider) -> str:
 
 def _upstream_body(call: Call, provider) -> dict:
     body = call.body
-    same_format = call.client_format == provider.format
+    upstream_format = provider.format_for(call.operation)
+    same_format = call.client_format == upstream_format
     body = formats.convert_request(
         body,
         client=call.client_format,
-        upstream=provider.format,
+        upstream=upstream_format,
         default_max_tokens=settings.RELAY_ANTHROPIC_DEFAULT_MAX_TOKENS,
     )
     operation = _upstream_operation(call, provider)
     body = metering.set_output_limit(
         body,
         operation=operation,
-        upstream_format=provider.format,
+        upstream_format=upstream_format,
         upstream_model=call.upstream_model,
         limit=call.output_limit,
         client_spelling=call.limit_spelling if same_format else None,
@@ -227,11 +228,12 @@ async def _finish_plain(call: Call, provider, response: httpx.Response) -> Respo
         answer = json.loads(raw)
         if not isinstance(answer, dict):
             raise ValueError("not an object")
-        if call.client_format == provider.format:
+        upstream_format = provider.format_for(call.operation)
+        if call.client_format == upstream_format:
             content = raw
         else:
             converted = formats.convert_answer(
-                answer, upstream=provider.format, client=call.client_format, model=call.model
+                answer, upstream=upstream_format, client=call.client_format, model=call.model
             )
             content = json.dumps(converted)
     except (ValueError, RecursionError, MalformedUpstream):
@@ -253,6 +255,7 @@ async def _finish_plain(call: Call, provider, response: httpx.Response) -> Respo
         local_output=lambda: tokens.count_text(_answer_text(answer), call.model),
         problem=problem,
     )
+    await stored_responses.answered(call, answer.get("id"))
     return Response(200, content if isinstance(content, bytes) else content.encode())
 
 
@@ -268,6 +271,10 @@ def _answer_text(answer: dict) -> str:
                 pieces.append(f"{function.get('name', '')}{function.get('arguments', '')}")
     for block in _dicts(answer.get("content")):
         pieces.append(block.get("text") or json.dumps(block.get("input") or ""))
+    for item in _dicts(answer.get("output")):  # a Responses answer's output items
+        for part in _dicts(item.get("content")):
+            pieces.append(part.get("text") or "")
+        pieces.append(f"{item.get('name') or ''}{item.get('arguments') or ''}")
     return "".join(p for p in pieces if isinstance(p, str))
 
 
@@ -292,7 +299,7 @@ async def _start_stream(call: Call, provider, response: httpx.Response):
         return None
     translator = formats.translator(
         client=call.client_format,
-        upstream=provider.format,
+        upstream=provider.format_for(call.operation),
         model=call.model,
         client_wants_usage=call.client_wants_usage,
     )
@@ -371,6 +378,7 @@ async def stream_answer(
         finally:
             # Reached even when the client's disconnect cancels this task during the close.
             await call.settle(reported, status, local_output=output, problem=problem)
+            await stored_responses.answered(call, translator.answer_id)
 
 
 def _input_reported(usage: TokenUsage) -> bool:

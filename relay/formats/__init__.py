@@ -18,7 +18,7 @@ The relay calls the functions below, which pick the modules, so it has no per-fo
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from relay.formats import anthropic_messages, openai_chat
+from relay.formats import anthropic_messages, openai_chat, openai_responses
 from relay.formats.common import ChainedTranslator, Translator
 from relay.operations import Format
 
@@ -30,6 +30,7 @@ HUB: Format = "openai"
 FORMATS: dict[Format, ModuleType] = {
     "openai": openai_chat,
     "anthropic": anthropic_messages,
+    "responses": openai_responses,
 }
 
 

@@ -8,9 +8,17 @@ import httpx
 from billing.pricing import TokenUsage
 from relay import upstream
 from relay.formats.common import UsageProblem
-from relay.operations import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES, Format
+from relay.operations import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES, RESPONSES, Format, Operation
 
-__all__ = ["CHAT", "COMPLETIONS", "EMBEDDINGS", "MESSAGES", "Provider", "UsageProblem"]
+__all__ = [
+    "CHAT",
+    "COMPLETIONS",
+    "EMBEDDINGS",
+    "MESSAGES",
+    "RESPONSES",
+    "Provider",
+    "UsageProblem",
+]
 
 
 class Provider:
@@ -23,6 +31,11 @@ class Provider:
 
     format: Format = "openai"
     native: frozenset[str] = frozenset()
+
+    def format_for(self, operation: Operation) -> Format:
+        """The format the upstream speaks for ``operation``: the client's own when it serves
+        the operation natively (an OpenAI channel and the Responses API), else ``format``."""
+        return operation.client_format if operation.name in self.native else self.format
 
     def url(self, base_url: str, operation: str) -> str:
         raise NotImplementedError
