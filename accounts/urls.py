@@ -22,6 +22,7 @@ urlpatterns = [
     path("docs", views.docs, name="docs"),
     # Logs and the built-in chat (accounts/views_logs.py)
     path("logs", views_logs.logs_page, name="logs"),
+    path("logs/totals", views_logs.logs_totals, name="logs_totals"),
     path("logs/export.csv", views_logs.logs_csv, name="logs_csv"),
     path("chat", views_logs.chat_page, name="chat"),
     path("chat/keys/<int:key_id>/reveal", views_logs.reveal_key, name="reveal_key"),

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts import logs
 from accounts.models import ApiKey
+from accounts.templatetags.money import format_usd
 
 
 class LogFilterForm(forms.Form):
@@ -85,21 +86,28 @@ def _query_without(request, *names: str) -> str:
     return query.urlencode()
 
 
-@login_required
-@require_GET
-def logs_page(request):
+def _selection(request):
+    """The filter asked for, and the rows it selects (calls or ledger movements)."""
     form, names = _filter_form(request)
     wanted = form.log_filter()
     show = form.value("show") or logs.CALLS
-    user_id = request.user.id
     if show == logs.LEDGER:
-        rows = logs.movements(user_id, wanted).only(
-            "id", "created_at", "kind", "amount", "key_amount", "api_key_id", "note"
-        )
-        totals = logs.movement_totals(rows)
+        rows = logs.movements(request.user.id, wanted)
     else:
-        rows = logs.calls(user_id, wanted).defer("reported_usage")
-        totals = logs.call_totals(rows)
+        rows = logs.calls(request.user.id, wanted)
+    return form, names, show, wanted, rows
+
+
+@login_required
+@require_GET
+def logs_page(request):
+    """One page of rows. The totals come from ``logs_totals`` in a second request: summing a
+    heavy user's half a million calls takes longer than the page may (README, "Logs page")."""
+    form, names, show, wanted, rows = _selection(request)
+    if show == logs.LEDGER:
+        rows = rows.only("id", "created_at", "kind", "amount", "key_amount", "api_key_id", "note")
+    else:
+        rows = rows.defer("reported_usage")
     found = logs.page(rows, before=form.value("before"), after=form.value("after"))
     for row in found.rows:
         row.key_name = names.get(row.api_key_id, "")
@@ -116,10 +124,9 @@ def logs_page(request):
             "show": show,
             "wanted": wanted,
             "key_names": names,
-            "models": logs.models_used(user_id),
+            "models": logs.models_used(request.user.id) if show == logs.CALLS else [],
             "kinds": logs.KIND_LABELS,
             "page": found,
-            "totals": totals,
             "filter_query": filter_query,
             "tab_query": _query_without(request, "before", "after", "show"),
         },
@@ -128,17 +135,29 @@ def logs_page(request):
 
 @login_required
 @require_GET
+def logs_totals(request):
+    """The totals of every row the filter selects (not just one page), as JSON."""
+    _form, _names, show, _wanted, rows = _selection(request)
+    if show == logs.LEDGER:
+        totals = logs.movement_totals(rows)
+        totals["net"] = ("+" if totals["amount"] > 0 else "") + format_usd(totals["amount"])
+    else:
+        totals = logs.call_totals(rows)
+        totals["cost"] = format_usd(totals["quota"])
+    response = JsonResponse(totals)
+    response["Cache-Control"] = "private, no-cache"
+    return response
+
+
+@login_required
+@require_GET
 def logs_csv(request):
     """The filtered rows as CSV, streamed in keyset chunks (a million rows never sit in
     memory): the same filter as the page, every row rather than one page."""
-    form, names = _filter_form(request)
-    wanted = form.log_filter()
-    show = form.value("show") or logs.CALLS
+    _form, names, show, _wanted, rows = _selection(request)
     if show == logs.LEDGER:
-        rows = logs.movements(request.user.id, wanted)
         header, fields, record = logs.LEDGER_COLUMNS, logs.LEDGER_FIELDS, logs.movement_record
     else:
-        rows = logs.calls(request.user.id, wanted)
         header, fields, record = logs.CALL_COLUMNS, logs.CALL_FIELDS, logs.call_record
 
     def blocks() -> Iterator[str]:

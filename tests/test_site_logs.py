@@ -41,6 +41,17 @@ def add_calls(user, count, *, api_key=None, model="gpt-4o-mini", quota=1000, whe
     return rows
 
 
+def totals_of(client: Client, query: str = "") -> dict:
+    """The page's totals for ``query``, as its second request fetches them."""
+    response = client.get("/logs/totals?" + query)
+    assert response.status_code == 200
+    return response.json()
+
+
+def numbers(totals: dict) -> dict:
+    return {name: value for name, value in totals.items() if isinstance(value, int)}
+
+
 def page_ids(response) -> list[int]:
     return [row.id for row in response.context["page"].rows]
 
@@ -67,7 +78,7 @@ def csv_rows(response) -> list[list[str]]:
 # --- Who may see what ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/logs", "/logs/export.csv", "/chat"])
+@pytest.mark.parametrize("path", ["/logs", "/logs/totals", "/logs/export.csv", "/chat"])
 def test_anonymous_visitors_are_sent_to_log_in(db, path):
     response = Client().get(path)
     assert response.status_code == 302
@@ -82,13 +93,13 @@ def test_bob_never_sees_alices_calls_or_movements(alice, bob, bob_client):
     calls = bob_client.get("/logs")
     assert calls.status_code == 200
     assert len(page_ids(calls)) == 1
-    assert calls.context["totals"]["calls"] == 1
+    assert totals_of(bob_client)["calls"] == 1
     assert b"alice-only-model" not in calls.content
     assert b"alice laptop" not in calls.content
 
     ledger = bob_client.get("/logs?show=ledger")
     assert all(row.user_id == bob.id for row in ledger.context["page"].rows)
-    assert ledger.context["totals"]["entries"] == 1  # bob's own test credit
+    assert totals_of(bob_client, "show=ledger")["entries"] == 1  # bob's own test credit
 
     exported = csv_rows(bob_client.get("/logs/export.csv"))
     assert len(exported) == 2  # the header and bob's one call
@@ -104,6 +115,7 @@ def test_alices_key_id_in_bobs_filter_shows_none_of_alices_rows(alice, bob, bob_
     assert response.status_code == 200
     assert "key" in response.context["form"].errors
     assert len(page_ids(response)) == 2  # the filter is refused, bob's rows stay bob's
+    assert totals_of(bob_client, f"key={key.id}")["calls"] == 2
     exported = csv_rows(bob_client.get(f"/logs/export.csv?key={key.id}"))
     assert len(exported) == 3
 
@@ -132,7 +144,8 @@ def test_a_call_shows_its_key_model_tokens_cost_latency_stream_and_status(alice,
     assert "$2.50" in html  # 1,250,000 quota
     assert "123 ms" in html
     assert "Failed (no charge)" in html
-    assert response.context["totals"] == {
+    assert totals_of(alice_client) == {
+        "cost": "$2.50",
         "calls": 2,
         "input_tokens": 20,
         "cached_input_tokens": 4,
@@ -152,8 +165,9 @@ def test_filters_by_key_model_and_dates_with_totals_for_the_filter(alice, alice_
     def totals(query: str) -> dict:
         response = alice_client.get("/logs?" + query)
         assert response.status_code == 200
-        assert len(page_ids(response)) == response.context["totals"]["calls"]
-        return response.context["totals"]
+        sums = numbers(totals_of(alice_client, query))
+        assert len(page_ids(response)) == sums["calls"]
+        return sums
 
     assert totals("")["calls"] == 9
     assert totals(f"key={laptop.id}")["calls"] == 7
@@ -182,17 +196,15 @@ def test_a_date_range_ends_at_midnight_in_the_sites_time_zone(alice, alice_clien
     # 23:30 on 1 March in Shanghai is 15:30 UTC; 00:30 on 2 March is 16:30 UTC.
     add_calls(alice, 1, when=datetime(2025, 3, 1, 15, 30, tzinfo=UTC))
     add_calls(alice, 2, when=datetime(2025, 3, 1, 16, 30, tzinfo=UTC))
-    march_first = alice_client.get("/logs?start=2025-03-01&end=2025-03-01")
-    assert march_first.context["totals"]["calls"] == 1
-    march_second = alice_client.get("/logs?start=2025-03-02&end=2025-03-02")
-    assert march_second.context["totals"]["calls"] == 2
+    assert totals_of(alice_client, "start=2025-03-01&end=2025-03-01")["calls"] == 1
+    assert totals_of(alice_client, "start=2025-03-02&end=2025-03-02")["calls"] == 2
 
 
 def test_an_end_before_the_start_is_an_error_not_an_empty_page(alice, alice_client):
     add_calls(alice, 2)
     response = alice_client.get("/logs?start=2025-03-02&end=2025-03-01")
     assert "end" in response.context["form"].errors
-    assert response.context["totals"]["calls"] == 2
+    assert totals_of(alice_client, "start=2025-03-02&end=2025-03-01")["calls"] == 2
 
 
 def test_pages_walk_back_and_forth_by_id_without_gaps_or_repeats(alice, alice_client):
@@ -224,16 +236,20 @@ def test_the_ledger_tab_lists_movements_filtered_by_kind(alice, alice_client):
 
     everything = alice_client.get("/logs?show=ledger")
     html = everything.content.decode()
-    assert everything.context["totals"]["entries"] == 4  # with the fixture's test credit
+    assert totals_of(alice_client, "show=ledger")["entries"] == 4  # with the test credit
     assert "Trial credit" in html and "Invite reward" in html and "Trial credit expired" in html
     assert "welcome" in html
 
     trial = alice_client.get("/logs?show=ledger&kind=trial")
     assert [row.kind for row in trial.context["page"].rows] == ["trial"]
-    assert trial.context["totals"] == {"entries": 1, "amount": 250_000}
+    assert totals_of(alice_client, "show=ledger&kind=trial") == {
+        "entries": 1,
+        "amount": 250_000,
+        "net": "+$0.50",
+    }
     assert "+$0.50" in trial.content.decode()
     expiry = alice_client.get("/logs?show=ledger&kind=trial_expiry")
-    assert expiry.context["totals"]["amount"] == -50_000
+    assert totals_of(alice_client, "show=ledger&kind=trial_expiry")["net"] == "-$0.10"
     assert "-$0.10" in expiry.content.decode()
 
 
