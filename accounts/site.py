@@ -12,7 +12,7 @@ from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from accounts.models import ApiKey, SiteSettings
+from accounts.models import ApiKey, SiteSettings, ip_in
 from billing.models import LedgerEntry, UsageLog
 from billing.pricing import priced_models
 
@@ -180,3 +180,16 @@ def chat_link(request, key: ApiKey) -> str:
         return template.format(key=key.reveal(), base_url=site_root(request))
     except (KeyError, IndexError, ValueError):  # a template with a stray brace: no link
         return ""
+
+
+def client_ip(request) -> str | None:
+    """The visitor's IP: the socket peer, or the nearest X-Forwarded-For hop beyond the
+    proxies named in ``TRUSTED_PROXIES`` (the relay's rule, so nobody can spoof it)."""
+    peer = request.META.get("REMOTE_ADDR")
+    if not settings.TRUSTED_PROXIES or not ip_in(peer, settings.TRUSTED_PROXIES):
+        return peer
+    for hop in reversed(request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")):
+        hop = hop.strip()
+        if hop and not ip_in(hop, settings.TRUSTED_PROXIES):
+            return hop if ip_in(hop, ["0.0.0.0/0", "::/0"]) else peer
+    return peer

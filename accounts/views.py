@@ -15,10 +15,12 @@ from accounts import site
 from accounts.forms_site import AccessTokenForm, KeyForm
 from accounts.models import AccessToken, ApiKey
 from accounts.services import create_api_key
+from accounts.templatetags.money import usd
 from accounts.tokens import create_access_token, revoke_access_token
 from billing import services as billing
 from billing.price_list import price_list
 from billing.pricing import group_ratio_for
+from billing.redemption import RedemptionRefused, redeem_code
 
 
 def home(request):
@@ -160,8 +162,33 @@ def key_chat(request, key_id: int):
 # --- The other pages --------------------------------------------------------------------------
 
 
+def _refusal_message(reason: str) -> str:
+    """What a refused code tells the person, in their language."""
+    return {
+        "unknown": _("This code does not exist. Check it and try again."),
+        "used": _("This code has already been redeemed."),
+        "expired": _("This code has expired."),
+        "disabled": _("This code has been disabled."),
+        "too_many_attempts": _("Too many wrong codes. Wait an hour before trying again."),
+    }.get(reason, _("This code cannot be redeemed."))
+
+
 @login_required
 def topup(request):
+    if request.method == "POST":
+        code = request.POST.get("code", "").strip()
+        if not code:
+            messages.error(request, _("Enter a redemption code."))
+            return redirect("topup")
+        try:
+            quota = redeem_code(user=request.user, code=code, ip=site.client_ip(request))
+        except RedemptionRefused as refused:
+            messages.error(request, _refusal_message(refused.reason))
+        else:
+            messages.success(
+                request, _("Redeemed: +%(amount)s added to your balance.") % {"amount": usd(quota)}
+            )
+        return redirect("topup")
     return render(request, "site/topup.html")
 
 
