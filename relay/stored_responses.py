@@ -44,13 +44,14 @@ ACTIONS = {("GET", ""), ("DELETE", ""), ("GET", "/input_items"), ("POST", "/canc
 async def answered(call, answer_id: object) -> None:
     """Remember which channel made a Responses answer it serves natively (best effort: a
     failure only means the answer cannot be read back through the relay)."""
-    if call.operation.name != RESPONSES or call.channel is None:
+    operation = getattr(call, "operation", None)  # stand-ins for a call may have none
+    if operation is None or operation.name != RESPONSES or call.channel is None:
         return
     if not isinstance(answer_id, str) or not RESPONSE_ID.fullmatch(answer_id):
         return
     if call.body.get("store") is False:
         return
-    if provider_for(call.channel.type).format_for(call.operation) != "responses":
+    if provider_for(call.channel.type).format_for(operation) != "responses":
         return  # converted: nothing was stored upstream
     with contextlib.suppress(Exception):
         await database.run(

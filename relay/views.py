@@ -151,9 +151,6 @@ class Routes(dict[str, Endpoint]):
         found = super().get(path)
         if found is not None:
             return found
-        operation = operation_at(path)  # Gemini's paths name their model
-        if operation is not None:
-            return super().get(operation.path, default)
         for prefix, endpoint in self.prefixes.items():
             if path.startswith(prefix):
                 return endpoint
@@ -162,9 +159,6 @@ class Routes(dict[str, Endpoint]):
 
 ROUTES: dict[str, Endpoint] = Routes(
     {op.path: _endpoint(op) for op in OPERATIONS.values()},
-    {
-        stored_responses.PATH: stored_responses.stored_response,
-        gemini_views.MODELS_PATH + "/": gemini_views.get_model,
-    },
+    {stored_responses.PATH: stored_responses.stored_response},
 )
 ROUTES["/v1/models"] = models

@@ -248,11 +248,3 @@ def test_the_account_pages_speak_chinese(client):
     assert "登录" in response.text
     response = client.get("/register", HTTP_ACCEPT_LANGUAGE="zh-hans")
     assert "注册" in response.text and "已经有账号了" in response.text
-
-
-def test_the_account_management_pages_sit_in_the_site_frame(client, alice):
-    client.force_login(alice)
-    for path in ("/accounts/email/", "/accounts/password/change/", "/accounts/3rdparty/"):
-        response = client.get(path)
-        assert response.status_code == 200, path
-        assert 'id="nav-balance"' in response.text, path  # the site's header, balance in view
