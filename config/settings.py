@@ -68,6 +68,9 @@ INSTALLED_APPS = [
     "billing",
     "relay",
     "midjourney",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from this site (no CDN)
+    "api",
 ]
 
 # Only the site goes through these; /v1 is served by relay.http with none.
@@ -363,6 +366,42 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env("TRIAL_SWEEP_SECONDS", "600")),
     },
 }
+
+# --- REST API (/api/, the api app) ---------------------------------------------------------
+# Personal access tokens (Authorization: Bearer slt-...) or the site's session (CSRF enforced);
+# every endpoint needs one of them unless it says otherwise. README "The REST API".
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "api.authentication.AccessTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {"redeem": env("API_REDEEM_RATE", "30/min")},
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Sluice REST API",
+    "DESCRIPTION": "Your keys, logs, balance, redemption codes, VIP tiers and prices. "
+    "Money is in quota units: 500,000 = $1.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "KeyStatusEnum": "accounts.models.ApiKey.Status",
+        "CallStatusEnum": "billing.models.UsageLog.Status",
+    },
+}
+# Redemption codes: wrong guesses allowed per user and per client IP in this many seconds
+# (counted in the default cache: Redis in production). billing.redemption.
+REDEEM_FAILURES_PER_USER = int(env("REDEEM_FAILURES_PER_USER", "10"))
+REDEEM_FAILURES_PER_IP = int(env("REDEEM_FAILURES_PER_IP", "30"))
+REDEEM_FAILURE_WINDOW_SECONDS = int(env("REDEEM_FAILURE_WINDOW_SECONDS", "3600"))
 
 # --- The rest -------------------------------------------------------------------------------
 LANGUAGE_CODE = "en"

@@ -7,6 +7,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
+    path("api/", include("api.urls")),  # the REST API (api/urls.py)
     # The sign-up page under the address invite links use: /register?aff=CODE.
     path("register", signup, name="register"),
     path("i18n/", include("django.conf.urls.i18n")),  # set_language: the language switch
