@@ -11,10 +11,11 @@
 
 import logging
 import smtplib
+from types import SimpleNamespace
 
 from allauth.account import app_settings as account_settings
 from allauth.account.adapter import DefaultAccountAdapter
-from allauth.core import context
+from allauth.core import context as allauth_context
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter, get_account_adapter
 from django.contrib import messages
 from django.shortcuts import render
@@ -61,8 +62,16 @@ class AccountAdapter(DefaultAccountAdapter):
         return f"[{SiteSettings.current().site_name}] {subject}"
 
     def send_mail(self, template_prefix: str, email: str, context: dict) -> None:
+        # allauth's mails greet from the sites framework's row ("example.com" unless someone
+        # edits it); they should name the site the operator named, at the address it was
+        # reached on.
+        request = allauth_context.request
+        site = SimpleNamespace(
+            name=SiteSettings.current().site_name,
+            domain=request.get_host() if request is not None else "",
+        )
         try:
-            super().send_mail(template_prefix, email, context)
+            super().send_mail(template_prefix, email, {"current_site": site, **context})
         except (smtplib.SMTPException, OSError) as problem:
             # OSError: refused, unreachable, timed out, TLS failures. The page must still work.
             logger.warning(
@@ -75,7 +84,7 @@ class AccountAdapter(DefaultAccountAdapter):
 
     def tell_mail_failed(self, template_prefix: str, email: str) -> None:
         """Say on the next page that a mail did not go, and what to do about it."""
-        request = context.request
+        request = allauth_context.request
         if request is None:
             return
         request.sluice_mail_failed = True

@@ -93,6 +93,7 @@ def test_signing_up_makes_the_account_signs_in_and_lands_on_the_dashboard(client
     # Verification is "optional" by default: a confirmation mail goes, nobody waits for it.
     [mail] = mailoutbox
     assert mail.to == ["dora@example.com"] and "[Sluice]" in mail.subject
+    assert "Hello from Sluice!" in mail.body and "example.com!" not in mail.body
 
 
 def test_register_is_the_sign_up_page(client):
@@ -248,3 +249,11 @@ def test_the_account_pages_speak_chinese(client):
     assert "登录" in response.text
     response = client.get("/register", HTTP_ACCEPT_LANGUAGE="zh-hans")
     assert "注册" in response.text and "已经有账号了" in response.text
+
+
+def test_the_account_management_pages_sit_in_the_site_frame(client, alice):
+    client.force_login(alice)
+    for path in ("/accounts/email/", "/accounts/password/change/", "/accounts/3rdparty/"):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert 'id="nav-balance"' in response.text, path  # the site's header, balance in view
