@@ -36,7 +36,6 @@ from relay.formats.common import (
 )
 from relay.operations import OPERATIONS
 from relay.providers import provider_for
-from relay.providers.base import CHAT, MESSAGES
 from relay.responses import Request, Response, StreamingResponse
 from relay.routing import ChannelInfo
 
@@ -80,7 +79,11 @@ async def _forward(call: Call) -> Response | StreamingResponse:
         try:
             response = await client.send(
                 upstream.request(
-                    provider.url(channel.base_url, _upstream_operation(call, provider)),
+                    provider.url_for(
+                        channel.base_url,
+                        _upstream_operation(call, provider),
+                        model=call.upstream_model,
+                    ),
                     provider.headers(channel.api_key, call.client_headers),
                     json.dumps(request_body).encode(),
                 ),
@@ -141,9 +144,7 @@ async def _forward(call: Call) -> Response | StreamingResponse:
 
 def _upstream_operation(call: Call, provider) -> str:
     """The operation the upstream performs: the client's, or its counterpart after converting."""
-    if call.operation.name in provider.native:
-        return call.operation.name
-    return MESSAGES if provider.format == "anthropic" else CHAT
+    return provider.upstream_operation(call.operation.name, stream=call.stream)
 
 
 def _upstream_body(call: Call, provider) -> dict:
@@ -245,7 +246,7 @@ async def _finish_plain(call: Call, provider, response: httpx.Response) -> Respo
         ) from None
     problem = None
     try:
-        reported = provider.normalize_usage(answer.get("usage"))
+        reported = provider.normalize_usage(answer.get(provider.usage_field))
     except UsageProblem as bad:
         reported, problem = None, bad.raw
     # An upstream that reports no usage (or none to believe) is billed on local counts.
@@ -302,6 +303,7 @@ async def _start_stream(call: Call, provider, response: httpx.Response):
         upstream=provider.format_for(call.operation),
         model=call.model,
         client_wants_usage=call.client_wants_usage,
+        client_body=call.body,
     )
     return stream_response(
         call,

@@ -38,6 +38,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from relay import errors
+from relay.operations import GENERATE_CONTENT, STREAM_GENERATE_CONTENT
 from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES, RESPONSES
 
 # Deeper bodies are refused before anything walks them recursively (pydantic, the token
@@ -852,10 +853,47 @@ class ResponsesRequest(Shape):
     ] = None
 
 
+# --- Gemini generateContent ---------------------------------------------------------------------
+# Checked after relay.formats.gemini.request_from_url: camelCase names, the model from the URL.
+
+
+class GeminiPart(Shape):
+    """One part: text, inlineData, fileData, functionCall, functionResponse, ... (an object)."""
+
+
+class GeminiContent(Shape):
+    role: Literal["user", "model", "function"] | None = None
+    parts: list[GeminiPart]
+
+
+class GeminiGenerationConfig(Shape):
+    maxOutputTokens: OutputTokens | None = None
+    candidateCount: Annotated[int, Field(ge=1, le=8)] | None = None
+    temperature: Temperature | None = None
+    topP: Probability | None = None
+    topK: Annotated[int, Field(ge=0)] | None = None
+    stopSequences: Annotated[list[str], Field(max_length=5)] | None = None
+    responseMimeType: str | None = None
+    responseSchema: Object | None = None
+    responseJsonSchema: Object | None = None
+
+
+class GenerateContentRequest(Shape):
+    model: ModelName
+    contents: Annotated[list[GeminiContent], Field(min_length=1)]
+    systemInstruction: Object | None = None
+    tools: list[Object] | None = None
+    toolConfig: Object | None = None
+    generationConfig: GeminiGenerationConfig | None = None
+    safetySettings: list[Object] | None = None
+
+
 SHAPES: dict[str, type[Shape]] = {
     CHAT: ChatRequest,
     COMPLETIONS: CompletionRequest,
     EMBEDDINGS: EmbeddingRequest,
     MESSAGES: MessagesRequest,
+    GENERATE_CONTENT: GenerateContentRequest,
+    STREAM_GENERATE_CONTENT: GenerateContentRequest,
     RESPONSES: ResponsesRequest,
 }

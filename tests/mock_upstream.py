@@ -120,6 +120,42 @@ def anthropic_error_body(status: int, message: str, request_id: str, **overrides
     return {"type": "error", "error": error, "request_id": request_id}
 
 
+GEMINI_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+
+
+def gemini_error_body(status: int, message: str, **overrides: Any) -> dict:
+    """A Gemini-format error body for `status`; `overrides` replace fields of the error."""
+    default = "INTERNAL" if status >= 500 else "INVALID_ARGUMENT"
+    error = {"code": status, "message": message, "status": GEMINI_STATUSES.get(status, default)}
+    error.update(overrides)
+    return {"error": error}
+
+
+def gemini_tool(body: dict) -> str | None:
+    """The function to call when the last turn is the user's and mentions the weather (as
+    `requested_tool` does for the other formats), or None."""
+    tools = body.get("tools") or []
+    contents = body.get("contents") or []
+    if not tools or not contents or not isinstance(contents[-1], dict):
+        return None
+    last = contents[-1]
+    text = " ".join(
+        part.get("text", "") for part in last.get("parts") or [] if isinstance(part, dict)
+    )
+    if last.get("role", "user") != "user" or "weather" not in text.lower():
+        return None
+    declarations = tools[0].get("functionDeclarations") or tools[0].get("function_declarations")
+    return declarations[0]["name"] if declarations else None
+
+
 def split_evenly(text: str, parts: int) -> list[str]:
     """Split `text` into exactly `parts` consecutive pieces (trailing ones may be empty)."""
     size, extra = divmod(len(text), parts)
@@ -358,6 +394,8 @@ class MockUpstream:
         app.router.add_post("/v1/embeddings", self._endpoint("openai", self._embeddings))
         app.router.add_get("/v1/models", self._endpoint("openai", self._models))
         app.router.add_post("/v1/messages", self._endpoint("anthropic", self._messages))
+        # Gemini: /v1beta/models/{model}:generateContent and :streamGenerateContent
+        app.router.add_post("/v1beta/models/{target}", self._endpoint("gemini", self._gemini))
         app.router.add_post("/v1/responses", self._endpoint("openai", self._responses))
         app.router.add_get("/v1/responses/{id}", self._endpoint("openai", self._stored_response))
         app.router.add_delete("/v1/responses/{id}", self._endpoint("openai", self._stored_response))
@@ -520,6 +558,8 @@ class MockUpstream:
         """
         if provider == "anthropic" and "x-api-key" in request.headers:
             return request.headers["x-api-key"]
+        if provider == "gemini":  # x-goog-api-key, or ?key= in the URL
+            return request.headers.get("x-goog-api-key") or request.query.get("key")
         header = request.headers.get("Authorization", "")
         return header.removeprefix("Bearer ") if header.startswith("Bearer ") else None
 
@@ -530,6 +570,8 @@ class MockUpstream:
         message = overrides.pop("message", message)
         if provider == "openai":
             return web.json_response(openai_error_body(status, message, **overrides), status=status)
+        if provider == "gemini":
+            return web.json_response(gemini_error_body(status, message, **overrides), status=status)
         request_id = f"req_mock{next(self._ids)}"
         body = anthropic_error_body(status, message, request_id, **overrides)
         return web.json_response(body, status=status, headers={"request-id": request_id})
@@ -1040,6 +1082,98 @@ class MockUpstream:
             del self.stored_responses[response["id"]]
             return web.json_response({"id": response["id"], "object": "response", "deleted": True})
         return web.json_response(response)
+
+    # -- Gemini ----------------------------------------------------------------------------------
+
+    async def _gemini(
+        self, request: web.Request, body: dict, behaviour: dict
+    ) -> web.StreamResponse:
+        """generateContent and streamGenerateContent (SSE with ?alt=sse, else one JSON array).
+
+        The output limit is generationConfig.maxOutputTokens, the number of candidates its
+        candidateCount; usage is usageMetadata (11 prompt tokens, one candidate token per
+        delta), every stream chunk carrying the counts so far and the last one the whole."""
+        model, _, method = request.match_info["target"].partition(":")
+        if method not in ("generateContent", "streamGenerateContent"):
+            return self._error("gemini", 404, f"Method {method!r} is not found.")
+        config = body.get("generationConfig") or {}
+        planned = behaviour.get("chunks", behaviour.get("long", 3))
+        limit = config.get("maxOutputTokens")
+        produced = min(planned, limit) if _is_count(limit) and limit < planned else planned
+        count = config.get("candidateCount")
+        choices = count if _is_count(count) and count > 1 else 1
+        text = behaviour.get("text", "hello ")
+        tool = gemini_tool(body)
+        finish = "MAX_TOKENS" if produced < planned else "STOP"
+        override = behaviour.get("usage", {})
+
+        def usage(candidates: int) -> Any:
+            if not isinstance(override, dict):
+                return override
+            figures: dict[str, Any] = {
+                "promptTokenCount": PROMPT_TOKENS,
+                "candidatesTokenCount": candidates,
+            }
+            figures.update(override)
+            parts = [figures.get(name) for name in ("promptTokenCount", "candidatesTokenCount")]
+            parts.append(figures.get("thoughtsTokenCount", 0))
+            if "totalTokenCount" not in figures and all(_is_number(p) for p in parts):
+                figures["totalTokenCount"] = sum(parts)
+            return figures
+
+        base = {"modelVersion": model, "responseId": f"mock{next(self._ids)}"}
+
+        def candidates(parts: list[dict], finish_reason: str | None) -> list[dict]:
+            made = []
+            for index in range(choices):
+                candidate: dict[str, Any] = {
+                    "content": {"role": "model", "parts": parts},
+                    "index": index,
+                }
+                if finish_reason:
+                    candidate["finishReason"] = finish_reason
+                made.append(candidate)
+            return made
+
+        call_part = {"functionCall": {"name": tool, "args": json.loads(TOOL_ARGUMENTS)}}
+        if method == "generateContent":
+            parts = [call_part] if tool else [{"text": text * produced}]
+            answer: dict[str, Any] = {
+                "candidates": candidates(parts, finish),
+                "usageMetadata": usage(produced * choices),
+                **base,
+            }
+            if behaviour.get("no_usage"):
+                del answer["usageMetadata"]
+            return web.json_response(answer)
+
+        sse = request.query.get("alt") == "sse"
+        chunks: list[dict] = []
+        if tool:
+            chunks.append({"candidates": candidates([call_part], None)})
+        else:
+            chunks.extend(
+                {"candidates": candidates([{"text": text}], None)} for _ in range(produced)
+            )
+        for number, chunk in enumerate(chunks, start=1):
+            chunk["usageMetadata"] = {
+                "promptTokenCount": PROMPT_TOKENS,
+                "candidatesTokenCount": number * choices,
+                "totalTokenCount": PROMPT_TOKENS + number * choices,
+            }
+            chunk.update(base)
+        last: dict[str, Any] = {"candidates": candidates([{"text": ""}], finish), **base}
+        if not behaviour.get("no_usage"):
+            last["usageMetadata"] = usage(produced * choices)
+
+        def frame(chunk: dict, first: bool) -> bytes:
+            if sse:
+                return f"data: {json.dumps(chunk)}\r\n\r\n".encode()
+            return (b"[" if first else b",\r\n") + json.dumps(chunk).encode()
+
+        deltas = [frame(chunk, index == 0) for index, chunk in enumerate(chunks)]
+        tail = [frame(last, not chunks)] + ([] if sse else [b"]"])
+        return await self._stream(request, behaviour, [], deltas, tail)
 
 
 def responses_tool(body: dict) -> str | None:

@@ -40,6 +40,21 @@ class Provider:
     def url(self, base_url: str, operation: str) -> str:
         raise NotImplementedError
 
+    def url_for(self, base_url: str, operation: str, *, model: str) -> str:
+        """The URL of one call: ``url``, for the families whose URL does not name the model
+        (Gemini's does: relay.providers.gemini)."""
+        return self.url(base_url, operation)
+
+    def upstream_operation(self, operation: str, *, stream: bool) -> str:
+        """The operation the upstream performs for a client's ``operation``: the same one
+        when the provider serves it natively, else its own chat-like counterpart."""
+        if operation in self.native:
+            return operation
+        return MESSAGES if self.format == "anthropic" else CHAT
+
+    # Where a whole answer keeps its usage ("usageMetadata" for Gemini).
+    usage_field = "usage"
+
     def headers(self, api_key: str, client_headers: dict[str, str]) -> dict[str, str]:
         raise NotImplementedError
 
