@@ -268,6 +268,9 @@
     return response.status + " " + response.statusText;
   }
 
+  // /v1/models lists every model the key may call; the chat offers those that chat.
+  var NOT_CHAT = /embedding|instruct|whisper|tts|dall-e|image|moderation|rerank|davinci|babbage/i;
+
   function loadModels() {
     var keyId = keySelect.value;
     modelSelect.disabled = true;
@@ -277,7 +280,9 @@
     }).then(function (response) {
       return response.json().catch(function () { return null; }).then(function (body) {
         if (!response.ok) throw new Error(errorMessage(body, response));
-        return body.data.map(function (model) { return model.id; });
+        return body.data.map(function (model) { return model.id; }).filter(function (id) {
+          return !NOT_CHAT.test(id);
+        });
       });
     }).then(function (models) {
       modelSelect.textContent = "";
