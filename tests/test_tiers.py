@@ -173,3 +173,31 @@ def test_the_user_admin_offers_only_groups_that_exist(ops_client, alice, vip):
     response = ops_client.post(f"/admin/accounts/user/{alice.id}/change/", data)
     assert response.status_code == 302
     assert User.objects.get(id=alice.id).group == "vip"
+
+
+def test_the_next_call_after_buying_a_tier_pays_the_tiers_ratio(
+    alice, alice_key, vip, openai_channel, make_openai, mock_upstream, relay_url
+):
+    openai_channel.groups = [*openai_channel.groups, "vip"]
+    openai_channel.save()
+    client = make_openai(alice_key)
+    ask = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    client.chat.completions.create(**ask)  # the key is now cached with the default group
+    buy_tier(user=alice, tier=vip)
+    client.chat.completions.create(**ask)
+    from tests.conftest import settled_usage
+
+    before, after = settled_usage(2)
+    assert (before.group_ratio, after.group_ratio) == (Decimal(1), Decimal("0.9"))
+
+
+def test_the_tier_admin_offers_only_groups_that_exist(ops_client, vip):
+    page = ops_client.get("/admin/billing/viptier/add/")
+    choices = [name for name, _ in page.context["adminform"].form.fields["group"].choices]
+    assert choices == ["default", "vip"]
+    response = ops_client.post(
+        "/admin/billing/viptier/add/",
+        {"name": "typo", "group": "vpi", "days": "30", "price": "0", "included_quota": "0"},
+    )
+    assert response.status_code == 200
+    assert not VipTier.objects.filter(name="typo").exists()
