@@ -218,3 +218,31 @@ def test_admin_disables_a_batch(ops_client, alice):
     )
     assert response.status_code == 302
     assert refused(alice, code) == "disabled"
+
+
+@pytest.mark.redis
+def test_wrong_guesses_are_counted_in_redis_when_it_is_the_cache(alice, settings, redis_url):
+    """Production: every process shares the count (only this test's keys are touched: other
+    runs may share the tests' Redis database)."""
+    import redis
+
+    settings.CACHES = {
+        **settings.CACHES,
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+        },
+    }
+    settings.REDEEM_FAILURES_PER_USER = 2
+    ip = "192.0.2.77"
+    names = [f"redeem-fail:user:{alice.id}", f"redeem-fail:ip:{ip}"]
+    cache.delete_many(names)
+    try:
+        for _ in range(2):
+            assert refused(alice, "SLC-" + "D" * 26, ip=ip) == "unknown"
+        assert cache.get(names[0]) == 2
+        stored = redis.Redis.from_url(redis_url).keys(f"*{names[0]}")
+        assert stored, "the count lives in Redis"
+        assert refused(alice, "SLC-" + "D" * 26, ip=ip) == "too_many_attempts"
+    finally:
+        cache.delete_many(names)
