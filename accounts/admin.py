@@ -8,6 +8,7 @@ from django.template.response import TemplateResponse
 from accounts import secrets as key_secrets
 from accounts.models import AccessToken, ApiKey, SiteSettings, User
 from billing import services as billing
+from billing.admin import group_choice_field
 
 
 class UserChangeForm(DjangoUserAdmin.form):
@@ -15,6 +16,13 @@ class UserChangeForm(DjangoUserAdmin.form):
         required=False, help_text="Quota to add (negative to take); 500000 = $1. Ledgered."
     )
     adjust_note = forms.CharField(required=False, max_length=255)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "group" in self.fields:  # chosen from the groups that exist, not typed
+            self.fields["group"] = group_choice_field(
+                current=self.instance.group, help_text=self.fields["group"].help_text
+            )
 
 
 @admin.register(User)

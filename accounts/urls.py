@@ -1,16 +1,29 @@
-"""The user site's URLs. Pages behind login answer anonymous visitors with the login page."""
+"""The user site's URLs. Pages behind login send anonymous visitors to the login page."""
 
 from django.urls import path
 
-from accounts import views
+from accounts import views, views_logs
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("dashboard", views.dashboard, name="dashboard"),
     path("keys", views.keys, name="keys"),
+    path("keys/<int:key_id>/reveal", views.key_reveal, name="key_reveal"),
+    path("keys/<int:key_id>/toggle", views.key_toggle, name="key_toggle"),
+    path("keys/<int:key_id>/edit", views.key_edit, name="key_edit"),
+    path("keys/<int:key_id>/delete", views.key_delete, name="key_delete"),
+    path("keys/<int:key_id>/chat", views.key_chat, name="key_chat"),
     path("topup", views.topup, name="topup"),
     path("invite", views.invite, name="invite"),
     path("settings", views.settings_page, name="settings"),
+    path("settings/tokens", views.token_create, name="token_create"),
+    path("settings/tokens/<int:token_id>/revoke", views.token_revoke, name="token_revoke"),
     path("pricing", views.pricing, name="pricing"),
     path("docs", views.docs, name="docs"),
+    # Logs and the built-in chat (accounts/views_logs.py)
+    path("logs", views_logs.logs_page, name="logs"),
+    path("logs/totals", views_logs.logs_totals, name="logs_totals"),
+    path("logs/export.csv", views_logs.logs_csv, name="logs_csv"),
+    path("chat", views_logs.chat_page, name="chat"),
+    path("chat/keys/<int:key_id>/reveal", views_logs.reveal_key, name="reveal_key"),
 ]

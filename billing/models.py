@@ -231,6 +231,27 @@ class ModelPrice(models.Model):
         "and sent) for a call that names no limit, and the most any call may ask "
         "(default: RELAY_DEFAULT_MAX_OUTPUT_TOKENS).",
     )
+    # Per-call prices, quota units, for calls that are not billed by tokens.
+    image_quotas = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Per image, by "SIZE/QUALITY" or "SIZE" (e.g. {"1024x1024/hd": 40000}), '
+        "quota units. Empty: images refused.",
+    )
+    audio_minute_quota = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Per minute of audio transcribed or translated, quota units.",
+    )
+    speech_1k_chars_quota = models.BigIntegerField(
+        null=True, blank=True, help_text="Per 1,000 characters of speech made, quota units."
+    )
+    midjourney_quotas = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Per Midjourney task, by "ACTION/MODE" or "ACTION" '
+        '(e.g. {"imagine/fast": 50000}), quota units.',
+    )
 
     def __str__(self):
         return self.model
@@ -267,3 +288,111 @@ class TrialGrant(models.Model):
 
     def __str__(self):
         return f"trial {self.amount} for {self.user_id}"
+
+
+class VipTier(models.Model):
+    """A tier an operator sells: its group (and so its ratio and channels) for ``days``.
+
+    Bought with balance (``billing.tiers.buy_tier``) or with a redemption code whose batch
+    carries the tier. Money fields are quota units (500,000 = $1).
+    """
+
+    name = models.CharField(max_length=64, unique=True)
+    group = models.CharField(max_length=32, help_text="The pricing group the tier grants.")
+    days = models.PositiveIntegerField(help_text="How long one purchase lasts.")
+    price = models.BigIntegerField(default=0, help_text="Paid from the balance, quota units.")
+    included_quota = models.BigIntegerField(
+        default=0, help_text="Credit that comes with a purchase, quota units."
+    )
+    is_active = models.BooleanField(default=True, help_text="Offered for sale.")
+
+    class Meta:
+        verbose_name = "VIP tier"
+
+    def __str__(self):
+        return f"{self.name} ({self.group}, {self.days} days)"
+
+
+class TierMembership(models.Model):
+    """A user's time in a tier. One open membership per user at most; it ends exactly once
+    (``ended_at`` set by a status transition), which puts the user back in ``default``."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="tier_memberships"
+    )
+    tier = models.ForeignKey(VipTier, on_delete=models.PROTECT, related_name="memberships")
+    started_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["ended_at", "ends_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user"],
+                condition=models.Q(ended_at=None),
+                name="one_open_tier_membership",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.tier.name} for {self.user_id} until {self.ends_at:%Y-%m-%d}"
+
+
+class RedemptionBatch(models.Model):
+    """Codes made together, each worth ``quota`` (and the batch's tier, if it carries one)."""
+
+    name = models.CharField(max_length=100)
+    quota = models.BigIntegerField(help_text="Credited per code, quota units.")
+    count = models.PositiveIntegerField(help_text="How many codes were made.")
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty: never.")
+    tier = models.ForeignKey(
+        VipTier,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="A code of this batch also grants this tier.",
+    )
+    disabled = models.BooleanField(default=False, help_text="No code of the batch redeems.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name_plural = "redemption batches"
+        ordering = ["-id"]
+
+    def __str__(self):
+        return self.name
+
+
+class RedemptionCode(models.Model):
+    """One code, stored only as its keyed hash (billing.redemption) and a hint for support."""
+
+    batch = models.ForeignKey(RedemptionBatch, on_delete=models.PROTECT, related_name="codes")
+    lookup_hash = models.CharField(max_length=64, unique=True, editable=False)
+    hint = models.CharField(max_length=24, editable=False)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+    used_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    entry = models.OneToOneField(
+        LedgerEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return self.hint

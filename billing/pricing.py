@@ -74,6 +74,13 @@ class Price:
     audio_input_ratio: Decimal | None = None  # None: audio input is refused
     audio_output_ratio: Decimal | None = None  # None: audio output is refused
     web_search_quota: int | None = None  # quota per search; None: web search is refused
+    # Per-call prices, quota units (ModelPrice says what each key means); empty or None: the
+    # kind of call is refused. Pairs rather than dicts: a Price is frozen and shared. A Price
+    # cached before these fields existed reads their defaults (class attributes) when unpickled.
+    image_quotas: tuple[tuple[str, int], ...] = ()
+    audio_minute_quota: int | None = None
+    speech_1k_chars_quota: int | None = None
+    midjourney_quotas: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_row(cls, row: ModelPrice) -> "Price":
@@ -92,6 +99,10 @@ class Price:
             audio_input_ratio=row.audio_input_ratio,
             audio_output_ratio=row.audio_output_ratio,
             web_search_quota=row.web_search_quota,
+            image_quotas=tuple(sorted((row.image_quotas or {}).items())),
+            audio_minute_quota=row.audio_minute_quota,
+            speech_1k_chars_quota=row.speech_1k_chars_quota,
+            midjourney_quotas=tuple(sorted((row.midjourney_quotas or {}).items())),
         )
 
     def charge(self, usage: TokenUsage, group_ratio: Decimal) -> int:
@@ -101,6 +112,43 @@ class Price:
         if self.per_call_quota is not None:
             return math.ceil(self.per_call_quota * group_ratio)
         return math.ceil(self._exact(usage) * group_ratio)
+
+    def image_quota(self, *, size: str, quality: str, group_ratio: Decimal) -> int | None:
+        """Quota per image of ``size`` ("1024x1024") and ``quality`` ("hd", "" for none), by
+        the "SIZE/QUALITY" entry, else the "SIZE" one; None: not priced (refuse the call)."""
+        return self._per_call(self.image_quotas, size, quality, group_ratio)
+
+    def midjourney_quota(self, *, action: str, mode: str, group_ratio: Decimal) -> int | None:
+        """Quota for one Midjourney task of ``action`` ("imagine") in ``mode`` ("fast"), by the
+        "ACTION/MODE" entry, else the "ACTION" one; None: not priced (refuse the task)."""
+        return self._per_call(self.midjourney_quotas, action, mode, group_ratio)
+
+    def audio_quota(self, *, seconds: float, group_ratio: Decimal) -> int | None:
+        """Quota for transcribing or translating ``seconds`` of audio; None: not priced."""
+        if self.is_free:
+            return 0
+        if self.audio_minute_quota is None:
+            return None
+        return math.ceil(self.audio_minute_quota * Decimal(str(seconds)) / 60 * group_ratio)
+
+    def speech_quota(self, *, characters: int, group_ratio: Decimal) -> int | None:
+        """Quota for speaking ``characters`` characters of text; None: not priced."""
+        if self.is_free:
+            return 0
+        if self.speech_1k_chars_quota is None:
+            return None
+        return math.ceil(self.speech_1k_chars_quota * Decimal(characters) / 1000 * group_ratio)
+
+    def _per_call(
+        self, table: tuple[tuple[str, int], ...], kind: str, variant: str, group_ratio: Decimal
+    ) -> int | None:
+        if self.is_free:
+            return 0
+        prices = dict(table)
+        quota = prices.get(f"{kind}/{variant}") if variant else None
+        if quota is None:
+            quota = prices.get(kind)
+        return None if quota is None else math.ceil(quota * group_ratio)
 
     def _exact(self, usage: TokenUsage) -> Decimal:
         """The charge before the group ratio and rounding."""

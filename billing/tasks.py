@@ -9,3 +9,19 @@ from billing import services
 def release_expired_holds() -> int:
     """Release holds whose call died with its worker (the backstop of every settle)."""
     return services.release_expired_holds()
+
+
+@shared_task
+def end_expired_tiers() -> int:
+    """Put users whose VIP tier ran out back in the default group, each once."""
+    from billing.tiers import end_expired_tiers as end
+
+    return end()
+
+
+@shared_task
+def expire_trials() -> int:
+    """Take back what is left of trial credit whose lifetime ended, each grant once."""
+    from billing import trials
+
+    return trials.expire_trials()

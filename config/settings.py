@@ -61,11 +61,16 @@ INSTALLED_APPS = [
     "rest_framework",
     "allauth",
     "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.github",
     "channels",
     "accounts",
     "billing",
     "relay",
     "midjourney",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from this site (no CDN)
+    "api",
 ]
 
 # Only the site goes through these; /v1 is served by relay.http with none.
@@ -218,9 +223,64 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# Sign-up, login and mail are django-allauth's (docs/accounts.md); accounts.adapters adapts them
+# to the site: sign-up can be closed in admin, new accounts get their trial credit and invite
+# rewards, and a mail that cannot be sent is logged and explained, never an error page.
+ACCOUNT_ADAPTER = "accounts.adapters.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "accounts.adapters.SocialAccountAdapter"
 ACCOUNT_LOGIN_METHODS = {"username", "email"}
-ACCOUNT_SIGNUP_FIELDS = ["username*", "email", "password1*", "password2*"]
-LOGIN_REDIRECT_URL = "/"
+ACCOUNT_SIGNUP_FIELDS = ["username*", "email*", "password1*", "password2*"]
+# "none": no confirmation mail; "optional" (default): one is sent, nobody waits for it;
+# "mandatory": nobody signs in before confirming (needs working mail).
+ACCOUNT_EMAIL_VERIFICATION = env("ACCOUNT_EMAIL_VERIFICATION", "optional")
+if ACCOUNT_EMAIL_VERIFICATION not in {"none", "optional", "mandatory"}:
+    raise ImproperlyConfigured("ACCOUNT_EMAIL_VERIFICATION must be none, optional or mandatory")
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+ACCOUNT_LOGOUT_ON_GET = False  # logging out is a POST (a link on another site cannot do it)
+# allauth's limits on POSTs, counted in the cache (Redis in production, so every node shares
+# them); the rest keep allauth's defaults. Rates are "count/period/per", per "ip" or "key" (the
+# login or email typed). A page over its limit answers 429 with a page that says so.
+ACCOUNT_RATE_LIMITS = {
+    "login": env("RATE_LIMIT_LOGIN", "30/m/ip"),
+    "login_failed": env("RATE_LIMIT_LOGIN_FAILED", "10/m/ip,5/5m/key"),
+    "signup": env("RATE_LIMIT_SIGNUP", "20/m/ip"),
+    "reset_password": env("RATE_LIMIT_RESET_PASSWORD", "20/m/ip,5/m/key"),
+}
+LOGIN_REDIRECT_URL = "/dashboard"
+ACCOUNT_LOGOUT_REDIRECT_URL = "/"
+# GitHub login: the OAuth app's id and secret from the environment, or a SocialApp added in
+# admin (then leave these unset). GITHUB_URL points at a GitHub Enterprise server (the tests
+# point it at a loopback fake of GitHub, tests/fake_github.py).
+SOCIALACCOUNT_PROVIDERS: dict[str, dict] = {"github": {"SCOPE": ["read:user", "user:email"]}}
+if env("GITHUB_CLIENT_ID"):
+    SOCIALACCOUNT_PROVIDERS["github"]["APP"] = {
+        "client_id": env("GITHUB_CLIENT_ID"),
+        "secret": env("GITHUB_CLIENT_SECRET"),
+    }
+if env("GITHUB_URL"):
+    SOCIALACCOUNT_PROVIDERS["github"]["GITHUB_URL"] = env("GITHUB_URL")
+SOCIALACCOUNT_QUERY_EMAIL = True  # GitHub's /user/emails: the verified primary address
+SOCIALACCOUNT_LOGIN_ON_GET = False  # leaving for GitHub is a POST with the CSRF token
+SOCIALACCOUNT_STORE_TOKENS = False  # the site never calls GitHub on the user's behalf
+
+# --- Mail -----------------------------------------------------------------------------------
+# Without EMAIL_HOST, mails are written to the server's console (embedded mode needs no mail
+# server); with it, sent by SMTP. Either way a failure is logged and explained to the person
+# (accounts.adapters), and EMAIL_TIMEOUT bounds how long a page waits for the server.
+EMAIL_HOST = env("EMAIL_HOST")
+EMAIL_BACKEND = env(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = int(env("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = env("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL")
+EMAIL_TIMEOUT = float(env("EMAIL_TIMEOUT", "10"))
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "webmaster@localhost")
 
 # --- Relay and billing ----------------------------------------------------------------------
 # Largest request bodies accepted on /v1, checked against Content-Length before reading and
@@ -295,7 +355,53 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing.tasks.release_expired_holds",
         "schedule": HOLD_SWEEP_SECONDS,
     },
+    # VIP tiers whose time is up put their users back in the default group (billing.tiers).
+    "end-expired-tiers": {
+        "task": "billing.tasks.end_expired_tiers",
+        "schedule": float(env("TIER_SWEEP_SECONDS", "60")),
+    },
+    # Trial credit whose lifetime ended leaves the balance (billing.trials).
+    "expire-trials": {
+        "task": "billing.tasks.expire_trials",
+        "schedule": float(env("TRIAL_SWEEP_SECONDS", "600")),
+    },
 }
+
+# --- REST API (/api/, the api app) ---------------------------------------------------------
+# Personal access tokens (Authorization: Bearer slt-...) or the site's session (CSRF enforced);
+# every endpoint needs one of them unless it says otherwise. README "The REST API".
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "api.authentication.AccessTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_THROTTLE_RATES": {"redeem": env("API_REDEEM_RATE", "30/min")},
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Sluice REST API",
+    "DESCRIPTION": "Your keys, logs, balance, redemption codes, VIP tiers and prices. "
+    "Money is in quota units: 500,000 = $1.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "KeyStatusEnum": "accounts.models.ApiKey.Status",
+        "CallStatusEnum": "billing.models.UsageLog.Status",
+    },
+}
+# Redemption codes: wrong guesses allowed per user and per client IP in this many seconds
+# (counted in the default cache: Redis in production). billing.redemption.
+REDEEM_FAILURES_PER_USER = int(env("REDEEM_FAILURES_PER_USER", "10"))
+REDEEM_FAILURES_PER_IP = int(env("REDEEM_FAILURES_PER_IP", "30"))
+REDEEM_FAILURE_WINDOW_SECONDS = int(env("REDEEM_FAILURE_WINDOW_SECONDS", "3600"))
 
 # --- The rest -------------------------------------------------------------------------------
 LANGUAGE_CODE = "en"

@@ -27,6 +27,7 @@ from relay import auth, database, metering, routing, tokens, validation
 from relay.auth import KeyInfo
 from relay.calls import Call, give_slot, take_slot, track
 from relay.errors import RelayError
+from relay.formats import client_request, gemini, openai_responses
 from relay.operations import Format, Operation
 from relay.providers import channel_types_for, provider_for
 from relay.responses import Request
@@ -151,12 +152,14 @@ async def _read_body(request: Request, operation: Operation) -> dict:
     """The body, parsed once and checked against the operation's shape (400 naming the bad
     field); a big one off the event loop."""
     if len(request.body) <= COUNT_INLINE_BYTES:
-        return _parsed(request.body, operation)
-    return await asyncio.to_thread(_parsed, request.body, operation)
+        return _parsed(request, operation)
+    return await asyncio.to_thread(_parsed, request, operation)
 
 
-def _parsed(raw: bytes, operation: Operation) -> dict:
-    body = validation.parse_json(raw)
+def _parsed(request: Request, operation: Operation) -> dict:
+    body = validation.parse_json(request.body)
+    # Gemini's URL names the model and the stream: the body gets them (relay.formats).
+    body = client_request(body, operation=operation, path=request.path, query=request.query)
     validation.validate_request(operation.name, body)
     return body
 
@@ -278,17 +281,22 @@ async def _count_input(
 def _count_input_now(
     operation: Operation, body: dict, model: str, formats: set[Format]
 ) -> tuple[int, int]:
-    if operation.input == "messages":
+    if operation.input in ("messages", "items", "contents"):
         system = body.get("system") if operation.client_format == "anthropic" else None
+        messages, tools = body.get("messages") or [], body.get("tools")
+        if operation.input == "items":  # the Responses API: instructions and input items
+            system, messages, tools = openai_responses.messages_for_counting(body)
+        if operation.input == "contents":  # Gemini: system instruction, contents and tools
+            system, messages, tools = gemini.countable(body)
         tokens_by_family = [
             tokens.count_messages(
-                body.get("messages") or [],
+                messages,
                 model,
                 system=system,
-                tools=body.get("tools"),
-                media=family,
+                tools=tools,
+                media="anthropic" if family == "anthropic" else "openai",
             )
             for family in sorted(formats) or ["openai"]
         ]
-        return max(tokens_by_family), tokens.count_audio_input(body.get("messages") or [])
+        return max(tokens_by_family), tokens.count_audio_input(messages)
     return tokens.count_input(body.get(operation.input, ""), model), 0

@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
+from urllib.parse import parse_qs
 
 from django.conf import settings
 from django.utils import timezone
@@ -91,12 +92,17 @@ def find_key(lookup_hash: str) -> KeyInfo | None:
     return info
 
 
-def presented_key(headers) -> str:
-    """The key from ``Authorization: Bearer`` or ``x-api-key`` (Anthropic clients)."""
+def presented_key(headers, query: str = "") -> str:
+    """The key from ``Authorization: Bearer``, ``x-api-key`` (Anthropic clients),
+    ``x-goog-api-key`` or ``?key=`` (Gemini clients; access logs cut the latter, see
+    config.logging, and the refusal log writes no query)."""
     authorization = headers.get("authorization", "")
     if authorization[:7].lower() == "bearer ":
         return authorization[7:].strip()
-    return headers.get("x-api-key", "").strip()
+    key = headers.get("x-api-key", "").strip() or headers.get("x-goog-api-key", "").strip()
+    if not key and "key=" in query:
+        key = (parse_qs(query).get("key") or [""])[0].strip()
+    return key
 
 
 def client_ip(request) -> str | None:
@@ -183,7 +189,7 @@ def check_key(info: KeyInfo, request) -> str | None:
 
 async def authenticate(request) -> tuple[KeyInfo, str | None]:
     """The caller's key, checked, and the caller's IP; or refuse."""
-    key = presented_key(request.headers)
+    key = presented_key(request.headers, getattr(request, "query", ""))
     if not key:
         raise no_key()
     info = await key_info(key_secrets.lookup_hash(key))

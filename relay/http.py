@@ -65,7 +65,8 @@ requests_logger = logging.getLogger("relay.requests")
 CORS_METHODS = "GET, POST, OPTIONS"
 # Allowed when a preflight names no headers; a preflight that names some gets them echoed.
 CORS_HEADERS = (
-    "authorization, x-api-key, content-type, anthropic-version, anthropic-beta, "
+    "authorization, x-api-key, x-goog-api-key, x-goog-api-client, content-type, "
+    "anthropic-version, anthropic-beta, "
     "anthropic-dangerous-direct-browser-access, openai-beta, openai-organization, "
     "openai-project, x-stainless-arch, x-stainless-lang, x-stainless-os, "
     "x-stainless-package-version, x-stainless-retry-count, x-stainless-runtime, "
@@ -189,6 +190,7 @@ async def serve(
         path=scope["path"],
         headers=headers,
         peer=client[0] if client else None,
+        query=scope.get("query_string", b"").decode("latin-1"),
     )
     this_request = new_request_id()
     bound = request_id.set(this_request)

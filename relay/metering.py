@@ -40,12 +40,23 @@ INPUT_TRUST_MARGIN = 2048
 OUTPUT_TRUST_FACTOR = 4
 
 
+def field(body: dict, name: str):
+    """``body[name]``, where a dotted name reaches into objects (Gemini's
+    ``generationConfig.maxOutputTokens``); None when absent."""
+    value: object = body
+    for step in name.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(step)
+    return value
+
+
 def output_limit(operation: Operation, body: dict) -> int | None:
     """The output limit the client asked for: the smallest of its format's spellings."""
     named = [
-        body[name]
-        for name in operation.output_limit_fields
-        if isinstance(body.get(name), int) and not isinstance(body.get(name), bool)
+        value
+        for value in (field(body, name) for name in operation.output_limit_fields)
+        if isinstance(value, int) and not isinstance(value, bool)
     ]
     return min(named) if named else None
 
@@ -53,14 +64,14 @@ def output_limit(operation: Operation, body: dict) -> int | None:
 def client_limit_spelling(operation: Operation, body: dict) -> str | None:
     """The spelling the client used for its limit (kept when the upstream speaks its format)."""
     for name in operation.output_limit_fields:
-        if name in body:
+        if name in body or ("." in name and field(body, name) is not None):
             return name
     return None
 
 
 def choices(operation: Operation, body: dict) -> int:
     """How many outputs the request asks for (``n``, ``best_of``): each one is billed."""
-    return max((_positive(body.get(name)) for name in operation.choice_fields), default=1)
+    return max((_positive(field(body, name)) for name in operation.choice_fields), default=1)
 
 
 def _positive(value) -> int:
@@ -111,6 +122,12 @@ def paid_options(
             if not isinstance(tool.get("max_uses"), int) or tool["max_uses"] < 1:
                 tool["max_uses"] = settings.RELAY_WEB_SEARCH_MAX_USES
             web_searches += tool["max_uses"]
+        elif isinstance(tool, dict) and ({"googleSearch", "googleSearchRetrieval"} & set(tool)):
+            # Google bills grounded prompts apart; this site has no price for them.
+            raise invalid_request(
+                f"tools[{index}]: Google Search grounding is not offered on this site.",
+                param=f"tools[{index}]",
+            )
         elif kind.startswith("code_execution"):
             raise invalid_request(
                 f"tools[{index}]: the server-side code execution tool is not offered on this site.",
@@ -178,6 +195,12 @@ def set_output_limit(
     body = dict(body)
     if upstream_format == "anthropic":
         body["max_tokens"] = limit
+        return body
+    if upstream_format == "responses":
+        body["max_output_tokens"] = limit
+        return body
+    if upstream_format == "gemini":
+        body["generationConfig"] = dict(body.get("generationConfig") or {}, maxOutputTokens=limit)
         return body
     if operation == COMPLETIONS:
         body["max_tokens"] = limit

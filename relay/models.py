@@ -12,6 +12,8 @@ BASE_URL_HELP = (
     "given and /chat/completions (etc.) follows it; a bare host gets /v1 first. "
     "Anthropic: the base URL for Anthropic's SDK, e.g. https://api.anthropic.com or "
     "https://api.deepseek.com/anthropic: /v1/messages follows it (/messages if it ends in /v1). "
+    "Gemini: https://generativelanguage.googleapis.com (or .../v1beta): "
+    "/v1beta/models/{model}:generateContent follows it. "
     "Demo: not used."
 )
 # Paths that end an endpoint's URL, never a base URL's: a URL ending so was pasted whole.
@@ -24,6 +26,7 @@ class Channel(models.Model):
     class Type(models.TextChoices):
         OPENAI = "openai", "OpenAI-compatible"
         ANTHROPIC = "anthropic", "Anthropic"
+        GEMINI = "gemini", "Google Gemini (generateContent)"
         DEMO = "demo", "Demo (answers locally, no upstream)"
 
     class Status(models.TextChoices):

@@ -10,17 +10,29 @@ endpoint is a new row (and, for a new API format, a new module beside the others
 and the format an upstream provider speaks.
 """
 
+import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
-Format = Literal["openai", "anthropic"]
+Format = Literal["openai", "anthropic", "responses", "gemini"]
 
 # Operations a client can ask for, named for the API shape they arrive in.
 CHAT = "chat"  # OpenAI chat completions
 COMPLETIONS = "completions"  # OpenAI legacy completions
 EMBEDDINGS = "embeddings"
 MESSAGES = "messages"  # Anthropic messages
-InputShape = Literal["messages", "prompt", "input"]
+RESPONSES = "responses"  # OpenAI Responses API
+GENERATE_CONTENT = "generate_content"  # Gemini generateContent
+STREAM_GENERATE_CONTENT = "stream_generate_content"  # Gemini streamGenerateContent
+COUNT_TOKENS = "count_tokens"  # Gemini countTokens: answered by the relay itself, free
+# Where the input is: chat-like messages, a prompt or embeddings input, the Responses API's
+# instructions and input items, or Gemini's contents.
+InputShape = Literal["messages", "prompt", "input", "items", "contents"]
+# A path's model segment (Gemini's URLs name the model: /v1beta/models/{model}:generateContent).
+MODEL_SEGMENT = "{model}"
+# The root of Google's API: every path under it is answered in Gemini's format.
+GEMINI_ROOT = "/v1beta"
 
 
 @dataclass(frozen=True)
@@ -36,10 +48,25 @@ class Operation:
     output_limit_fields: tuple[str, ...] = ()  # every spelling of its output limit
     choice_fields: tuple[str, ...] = ()  # fields that ask for several outputs, each billed
     streams: bool = True  # whether `stream: true` is honoured
+    # The path names the model ({model}), not the body; the path itself may ask for a stream.
+    model_in_path: bool = False
+    stream_in_path: bool = False
 
     @property
     def produces_output(self) -> bool:
         return bool(self.output_limit_fields)
+
+    @cached_property
+    def _pattern(self) -> re.Pattern[str]:
+        before, _, after = self.path.partition(MODEL_SEGMENT)
+        return re.compile(re.escape(before) + r"(?P<model>[^/:]+)" + re.escape(after))
+
+    def model_at(self, path: str) -> str | None:
+        """The model a path names, for an operation whose path carries it (else None)."""
+        if not self.model_in_path:
+            return None
+        match = self._pattern.fullmatch(path.rstrip("/"))
+        return match["model"] if match else None
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -50,7 +77,7 @@ OPERATIONS: dict[str, Operation] = {
             path="/v1/chat/completions",
             method="POST",
             client_format="openai",
-            served_by=frozenset({"openai", "anthropic"}),
+            served_by=frozenset({"openai", "anthropic", "gemini"}),
             input="messages",
             output_limit_fields=("max_completion_tokens", "max_tokens"),
             choice_fields=("n",),
@@ -80,24 +107,71 @@ OPERATIONS: dict[str, Operation] = {
             path="/v1/messages",
             method="POST",
             client_format="anthropic",
-            served_by=frozenset({"openai", "anthropic"}),
+            served_by=frozenset({"openai", "anthropic", "gemini"}),
             input="messages",
             output_limit_fields=("max_tokens",),
         ),
+        Operation(
+            name=RESPONSES,
+            path="/v1/responses",
+            method="POST",
+            client_format="responses",
+            # OpenAI channels serve it natively (relay.providers.openai); others through the hub.
+            served_by=frozenset({"openai", "anthropic", "responses"}),
+            input="items",
+            output_limit_fields=("max_output_tokens",),
+        ),
+        *(
+            Operation(
+                name=name,
+                path=f"{GEMINI_ROOT}/models/{MODEL_SEGMENT}:{method}",
+                method="POST",
+                client_format="gemini",
+                served_by=frozenset({"gemini", "openai", "anthropic"}),
+                input="contents",
+                # Dotted: the limit and the number of candidates sit in generationConfig.
+                output_limit_fields=("generationConfig.maxOutputTokens",),
+                choice_fields=("generationConfig.candidateCount",),
+                model_in_path=True,
+                stream_in_path=name == STREAM_GENERATE_CONTENT,
+            )
+            for name, method in (
+                (GENERATE_CONTENT, "generateContent"),
+                (STREAM_GENERATE_CONTENT, "streamGenerateContent"),
+            )
+        ),
+        Operation(
+            name=COUNT_TOKENS,
+            path=f"{GEMINI_ROOT}/models/{MODEL_SEGMENT}:countTokens",
+            method="POST",
+            client_format="gemini",
+            served_by=frozenset(),  # counted by the relay, never sent upstream
+            input="contents",
+            streams=False,
+            model_in_path=True,
+        ),
     )
 }
-_BY_PATH = {op.path: op for op in OPERATIONS.values()}
+_BY_PATH = {op.path: op for op in OPERATIONS.values() if not op.model_in_path}
+_MODEL_IN_PATH = [op for op in OPERATIONS.values() if op.model_in_path]
 
 
 def operation_at(path: str) -> Operation | None:
     """The operation served at ``path`` (a trailing slash is forgiven), if any."""
-    return _BY_PATH.get(path.rstrip("/"))
+    path = path.rstrip("/")
+    found = _BY_PATH.get(path)
+    if found is None and path.startswith(GEMINI_ROOT + "/"):
+        found = next((op for op in _MODEL_IN_PATH if op.model_at(path) is not None), None)
+    return found
 
 
 def client_format_of_path(path: str) -> Format:
     """The format a path's client speaks: its operation's, or, for any other path under an
-    operation's (``/v1/messages/batches``), that operation's; OpenAI's otherwise."""
+    operation's (``/v1/messages/batches``), that operation's; Gemini's under /v1beta (any
+    case); OpenAI's otherwise."""
     for op in OPERATIONS.values():
         if path == op.path or path.startswith(op.path + "/"):
             return op.client_format
+    if path.lower().startswith(GEMINI_ROOT):
+        return "gemini"
     return "openai"

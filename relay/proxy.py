@@ -22,7 +22,7 @@ from django.conf import settings
 
 from billing.operations import CallStatus
 from billing.pricing import TokenUsage
-from relay import errors, formats, metering, tokens, upstream
+from relay import errors, formats, metering, stored_responses, tokens, upstream
 from relay.admission import admit
 from relay.calls import Call, stream_response
 from relay.errors import RelayError
@@ -37,7 +37,6 @@ from relay.formats.common import (
 )
 from relay.operations import OPERATIONS
 from relay.providers import provider_for
-from relay.providers.base import CHAT, MESSAGES
 from relay.responses import END, Request, Response, StreamingResponse
 from relay.routing import ChannelInfo
 
@@ -81,7 +80,11 @@ async def _forward(call: Call) -> Response | StreamingResponse:
         try:
             response = await client.send(
                 upstream.request(
-                    provider.url(channel.base_url, _upstream_operation(call, provider)),
+                    provider.url_for(
+                        channel.base_url,
+                        _upstream_operation(call, provider),
+                        model=call.upstream_model,
+                    ),
                     provider.headers(channel.api_key, call.client_headers),
                     json.dumps(request_body).encode(),
                 ),
@@ -142,25 +145,24 @@ async def _forward(call: Call) -> Response | StreamingResponse:
 
 def _upstream_operation(call: Call, provider) -> str:
     """The operation the upstream performs: the client's, or its counterpart after converting."""
-    if call.operation.name in provider.native:
-        return call.operation.name
-    return MESSAGES if provider.format == "anthropic" else CHAT
+    return provider.upstream_operation(call.operation.name, stream=call.stream)
 
 
 def _upstream_body(call: Call, provider) -> dict:
     body = call.body
-    same_format = call.client_format == provider.format
+    upstream_format = provider.format_for(call.operation)
+    same_format = call.client_format == upstream_format
     body = formats.convert_request(
         body,
         client=call.client_format,
-        upstream=provider.format,
+        upstream=upstream_format,
         default_max_tokens=settings.RELAY_ANTHROPIC_DEFAULT_MAX_TOKENS,
     )
     operation = _upstream_operation(call, provider)
     body = metering.set_output_limit(
         body,
         operation=operation,
-        upstream_format=provider.format,
+        upstream_format=upstream_format,
         upstream_model=call.upstream_model,
         limit=call.output_limit,
         client_spelling=call.limit_spelling if same_format else None,
@@ -228,11 +230,12 @@ async def _finish_plain(call: Call, provider, response: httpx.Response) -> Respo
         answer = json.loads(raw)
         if not isinstance(answer, dict):
             raise ValueError("not an object")
-        if call.client_format == provider.format:
+        upstream_format = provider.format_for(call.operation)
+        if call.client_format == upstream_format:
             content = raw
         else:
             converted = formats.convert_answer(
-                answer, upstream=provider.format, client=call.client_format, model=call.model
+                answer, upstream=upstream_format, client=call.client_format, model=call.model
             )
             content = json.dumps(converted)
     except (ValueError, RecursionError, MalformedUpstream):
@@ -244,9 +247,11 @@ async def _finish_plain(call: Call, provider, response: httpx.Response) -> Respo
         ) from None
     problem = None
     try:
-        reported = provider.normalize_usage(answer.get("usage"))
+        reported = provider.normalize_usage(answer.get(provider.usage_field))
     except UsageProblem as bad:
         reported, problem = None, bad.raw
+    # Remembered before the answer goes out: the client may ask for it back at once.
+    await stored_responses.answered(call, answer.get("id"))
 
     async def settle(written: bool) -> None:
         if not written:  # the client left before it could have the answer: no charge
@@ -276,6 +281,10 @@ def _answer_text(answer: dict) -> str:
                 pieces.append(f"{function.get('name', '')}{function.get('arguments', '')}")
     for block in _dicts(answer.get("content")):
         pieces.append(block.get("text") or json.dumps(block.get("input") or ""))
+    for item in _dicts(answer.get("output")):  # a Responses answer's output items
+        for part in _dicts(item.get("content")):
+            pieces.append(part.get("text") or "")
+        pieces.append(f"{item.get('name') or ''}{item.get('arguments') or ''}")
     return "".join(p for p in pieces if isinstance(p, str))
 
 
@@ -300,9 +309,10 @@ async def _start_stream(call: Call, provider, response: httpx.Response):
         return None
     translator = formats.translator(
         client=call.client_format,
-        upstream=provider.format,
+        upstream=provider.format_for(call.operation),
         model=call.model,
         client_wants_usage=call.client_wants_usage,
+        client_body=call.body,
     )
     return stream_response(
         call,
@@ -382,6 +392,7 @@ async def stream_answer(
         finally:
             # Reached even when the client's disconnect cancels this task during the close.
             await call.settle(reported, status, local_output=output, problem=problem)
+            await stored_responses.answered(call, translator.answer_id)
 
 
 def _input_reported(usage: TokenUsage) -> bool:

@@ -20,6 +20,7 @@ class Request:
     path: str
     headers: dict[str, str]  # names in lower case; a repeated header keeps its last value
     peer: str | None  # the address the connection came from (see relay.auth.client_ip)
+    query: str = ""  # the query string, as sent (Gemini clients: ?alt=sse, ?key=)
     body: bytes = b""
     # Set by relay.views.before_body once the key is checked, before the body is read.
     key: "KeyInfo | None" = None

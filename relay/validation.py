@@ -26,11 +26,20 @@ import math
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+)
 from pydantic_core import ErrorDetails
 
 from relay import errors
-from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES
+from relay.operations import GENERATE_CONTENT, STREAM_GENERATE_CONTENT
+from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES, RESPONSES
 
 # Deeper bodies are refused before anything walks them recursively (pydantic, the token
 # counter, the conversions); no real request comes near this.
@@ -136,6 +145,8 @@ def _message(error: ErrorDetails) -> str:
     kind = error["type"]
     if kind == "model_type":  # pydantic's text names our class, which means nothing outside
         return "Input should be a valid dictionary"
+    if kind == "value_error":  # a check of ours: its own sentence
+        return str(error.get("ctx", {}).get("error", error["msg"]))
     if kind == "string_too_long":
         return f"too long (at most {error['ctx']['max_length']} characters)"
     return error["msg"]
@@ -690,9 +701,199 @@ class MessagesRequest(Shape):
     service_tier: str | None = None
 
 
+# --- OpenAI Responses -----------------------------------------------------------------------------
+
+
+def _refused(reason: str) -> Callable[[Any], Any]:
+    """A check that refuses any value but absent, null or false, with ``reason``."""
+
+    def check(value: Any) -> Any:
+        if value not in (None, False):
+            raise ValueError(reason)
+        return value
+
+    return check
+
+
+class InputText(Shape):
+    type: Literal["input_text", "output_text"]
+    text: str
+
+
+class InputImage(Shape):
+    type: Literal["input_image"]
+    image_url: str | None = None
+    file_id: str | None = None
+    detail: str | None = None
+
+
+class InputRefusal(Shape):
+    type: Literal["refusal"]
+    refusal: str
+
+
+class OtherInputPart(Shape):
+    """Another part (input_file, input_audio, ...): an object with a string type."""
+
+    type: str
+
+
+InputPart = _by_field(
+    "type",
+    {
+        "input_text": InputText,
+        "output_text": InputText,
+        "input_image": InputImage,
+        "refusal": InputRefusal,
+    },
+    otherwise=OtherInputPart,
+)
+InputContent = _by_json_type(
+    {"string": str, "array": list[InputPart]},
+    expected="a string or an array of content parts",
+)
+
+
+class InputMessage(Shape):
+    type: Literal["message"] | None = None
+    role: Literal["user", "assistant", "system", "developer"]
+    content: InputContent
+
+
+class FunctionCallItem(Shape):
+    type: Literal["function_call"]
+    call_id: str
+    name: str
+    arguments: str
+
+
+class FunctionCallOutputItem(Shape):
+    type: Literal["function_call_output"]
+    call_id: str
+    output: InputContent
+
+
+class OtherItem(Shape):
+    """Another item (reasoning, item_reference, ...): an object with a string type."""
+
+    type: str
+
+
+InputItem = _by_field(
+    "type",
+    {
+        "message": InputMessage,
+        "function_call": FunctionCallItem,
+        "function_call_output": FunctionCallOutputItem,
+    },
+    otherwise=OtherItem,
+    missing=InputMessage,
+)
+ResponsesInput = _by_json_type(
+    {"string": str, "array": list[InputItem]}, expected="a string or an array of input items"
+)
+
+
+class ResponsesFunctionTool(Shape):
+    """Only function tools: the hosted ones (web search, file search, code interpreter, image
+    generation, ...) run and bill at OpenAI, at prices this site does not charge."""
+
+    type: Literal["function"]
+    name: str
+    description: str | None = None
+    parameters: Object | None = None
+    strict: bool | None = None
+
+
+class ResponsesNamedFunction(Shape):
+    type: Literal["function"]
+    name: str
+
+
+ResponsesToolChoice = _by_json_type(
+    {
+        "string": Literal["none", "auto", "required"],
+        "object": _by_field(
+            "type", {"function": ResponsesNamedFunction}, otherwise=OtherToolChoice
+        ),
+    },
+    expected='"none", "auto", "required" or an object naming a tool',
+)
+
+
+class ResponsesRequest(Shape):
+    model: ModelName
+    input: ResponsesInput | None = None
+    instructions: str | None = None
+    tools: list[ResponsesFunctionTool] | None = None
+    tool_choice: ResponsesToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    max_output_tokens: OutputTokens | None = None
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    stream: bool | None = None
+    store: bool | None = None
+    previous_response_id: str | None = None
+    reasoning: Object | None = None
+    text: Object | None = None
+    metadata: Object | None = None
+    user: str | None = None
+    service_tier: str | None = None
+    # Answered later, after the call has ended: its cost could not be held or settled.
+    background: Annotated[
+        bool | None,
+        AfterValidator(_refused("background responses are not offered on this site")),
+    ] = None
+    # Content stored at OpenAI that the relay cannot count (so cannot hold for).
+    conversation: Annotated[
+        Any, AfterValidator(_refused("conversations are not offered on this site"))
+    ] = None
+    prompt: Annotated[
+        Any, AfterValidator(_refused("stored prompt templates are not offered on this site"))
+    ] = None
+
+
+# --- Gemini generateContent ---------------------------------------------------------------------
+# Checked after relay.formats.gemini.request_from_url: camelCase names, the model from the URL.
+
+
+class GeminiPart(Shape):
+    """One part: text, inlineData, fileData, functionCall, functionResponse, ... (an object)."""
+
+
+class GeminiContent(Shape):
+    role: Literal["user", "model", "function"] | None = None
+    parts: list[GeminiPart]
+
+
+class GeminiGenerationConfig(Shape):
+    maxOutputTokens: OutputTokens | None = None
+    candidateCount: Annotated[int, Field(ge=1, le=8)] | None = None
+    temperature: Temperature | None = None
+    topP: Probability | None = None
+    topK: Annotated[int, Field(ge=0)] | None = None
+    stopSequences: Annotated[list[str], Field(max_length=5)] | None = None
+    responseMimeType: str | None = None
+    responseSchema: Object | None = None
+    responseJsonSchema: Object | None = None
+
+
+class GenerateContentRequest(Shape):
+    model: ModelName
+    contents: Annotated[list[GeminiContent], Field(min_length=1)]
+    systemInstruction: Object | None = None
+    tools: list[Object] | None = None
+    toolConfig: Object | None = None
+    generationConfig: GeminiGenerationConfig | None = None
+    safetySettings: list[Object] | None = None
+
+
 SHAPES: dict[str, type[Shape]] = {
     CHAT: ChatRequest,
     COMPLETIONS: CompletionRequest,
     EMBEDDINGS: EmbeddingRequest,
     MESSAGES: MessagesRequest,
+    GENERATE_CONTENT: GenerateContentRequest,
+    STREAM_GENERATE_CONTENT: GenerateContentRequest,
+    RESPONSES: ResponsesRequest,
 }

@@ -12,11 +12,17 @@ from collections.abc import Awaitable
 from typing import Protocol, cast
 
 from billing.pricing import priced_models
-from relay import admission, database, errors, proxy
+from relay import admission, database, errors, gemini_views, proxy, stored_responses
 from relay.auth import authenticate
 from relay.errors import RelayError
 from relay.http import Endpoint
-from relay.operations import OPERATIONS, Operation, client_format_of_path
+from relay.operations import (
+    COUNT_TOKENS,
+    OPERATIONS,
+    Operation,
+    client_format_of_path,
+    operation_at,
+)
 from relay.responses import Request, Response, StreamingResponse
 from relay.routing import enabled_channels
 
@@ -139,5 +145,37 @@ async def before_body(request: Request) -> Response | None:
     return None
 
 
-ROUTES: dict[str, Endpoint] = {op.path: _endpoint(op) for op in OPERATIONS.values()}
+class Routes(dict[str, Endpoint]):
+    """Endpoints by exact path, then by prefix for paths that carry an id
+    (``/v1/responses/{id}``): ``get`` is how relay.http and ``before_body`` look them up."""
+
+    def __init__(self, exact: dict[str, Endpoint], prefixes: dict[str, Endpoint]):
+        super().__init__(exact)
+        self.prefixes = prefixes
+
+    def get(self, path, default=None):
+        found = super().get(path)
+        if found is not None:
+            return found
+        operation = operation_at(path)  # Gemini's paths name their model
+        if operation is not None:
+            return super().get(operation.path, default)
+        for prefix, endpoint in self.prefixes.items():
+            if path.startswith(prefix):
+                return endpoint
+        return default
+
+
+ROUTES: dict[str, Endpoint] = Routes(
+    {op.path: _endpoint(op) for op in OPERATIONS.values()},
+    {
+        stored_responses.PATH: stored_responses.stored_response,
+        gemini_views.MODELS_PATH + "/": gemini_views.get_model,
+    },
+)
 ROUTES["/v1/models"] = models
+# Gemini's own endpoints (relay.gemini_views): the model list, one model, countTokens.
+ROUTES[gemini_views.MODELS_PATH] = _declare(gemini_views.list_models, method="GET")
+ROUTES[OPERATIONS[COUNT_TOKENS].path] = _declare(
+    gemini_views.count_tokens, method="POST", operation=OPERATIONS[COUNT_TOKENS]
+)

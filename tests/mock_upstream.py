@@ -1,7 +1,8 @@
 """A scriptable mock upstream LLM provider for end-to-end tests of the relay.
 
-`MockUpstream` serves the OpenAI API (chat completions, legacy completions, embeddings, models)
-and the Anthropic Messages API over real loopback HTTP, from an aiohttp server running in a
+`MockUpstream` serves the OpenAI API (chat completions, legacy completions, embeddings, models,
+the Responses API with its stored responses) and the Anthropic Messages API over real loopback
+HTTP, from an aiohttp server running in a
 background thread. Tests point a relay channel at `MockUpstream.url`, queue behaviours with
 `script()` (errors, delays, broken streams, ...) and then inspect what the relay sent
 (`requests`) and how each stream ended (`events`).
@@ -117,6 +118,42 @@ def anthropic_error_body(status: int, message: str, request_id: str, **overrides
     error = {"type": ANTHROPIC_ERRORS.get(status, default_type), "message": message}
     error.update(overrides)
     return {"type": "error", "error": error, "request_id": request_id}
+
+
+GEMINI_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+
+
+def gemini_error_body(status: int, message: str, **overrides: Any) -> dict:
+    """A Gemini-format error body for `status`; `overrides` replace fields of the error."""
+    default = "INTERNAL" if status >= 500 else "INVALID_ARGUMENT"
+    error = {"code": status, "message": message, "status": GEMINI_STATUSES.get(status, default)}
+    error.update(overrides)
+    return {"error": error}
+
+
+def gemini_tool(body: dict) -> str | None:
+    """The function to call when the last turn is the user's and mentions the weather (as
+    `requested_tool` does for the other formats), or None."""
+    tools = body.get("tools") or []
+    contents = body.get("contents") or []
+    if not tools or not contents or not isinstance(contents[-1], dict):
+        return None
+    last = contents[-1]
+    text = " ".join(
+        part.get("text", "") for part in last.get("parts") or [] if isinstance(part, dict)
+    )
+    if last.get("role", "user") != "user" or "weather" not in text.lower():
+        return None
+    declarations = tools[0].get("functionDeclarations") or tools[0].get("function_declarations")
+    return declarations[0]["name"] if declarations else None
 
 
 def split_evenly(text: str, parts: int) -> list[str]:
@@ -301,6 +338,7 @@ class MockUpstream:
         self.auth_failures: list[dict] = []
         self.cancelled: list[dict] = []
         self.open_requests = 0
+        self.stored_responses: dict[str, dict] = {}  # Responses API answers kept, by id
         self._generation = 0  # moved by reset(), which ends requests still hanging
         self._script: deque[dict] = deque()
         self._lock = threading.Lock()
@@ -356,6 +394,14 @@ class MockUpstream:
         app.router.add_post("/v1/embeddings", self._endpoint("openai", self._embeddings))
         app.router.add_get("/v1/models", self._endpoint("openai", self._models))
         app.router.add_post("/v1/messages", self._endpoint("anthropic", self._messages))
+        # Gemini: /v1beta/models/{model}:generateContent and :streamGenerateContent
+        app.router.add_post("/v1beta/models/{target}", self._endpoint("gemini", self._gemini))
+        app.router.add_post("/v1/responses", self._endpoint("openai", self._responses))
+        app.router.add_get("/v1/responses/{id}", self._endpoint("openai", self._stored_response))
+        app.router.add_delete("/v1/responses/{id}", self._endpoint("openai", self._stored_response))
+        app.router.add_post(
+            "/v1/responses/{id}/cancel", self._endpoint("openai", self._stored_response)
+        )
         # A short shutdown timeout: a test may stop the server while a slow stream is running.
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -391,6 +437,7 @@ class MockUpstream:
             self.events.clear()
             self.auth_failures.clear()
             self.cancelled.clear()
+            self.stored_responses.clear()
             self._script.clear()
             self._generation += 1
 
@@ -511,6 +558,8 @@ class MockUpstream:
         """
         if provider == "anthropic" and "x-api-key" in request.headers:
             return request.headers["x-api-key"]
+        if provider == "gemini":  # x-goog-api-key, or ?key= in the URL
+            return request.headers.get("x-goog-api-key") or request.query.get("key")
         header = request.headers.get("Authorization", "")
         return header.removeprefix("Bearer ") if header.startswith("Bearer ") else None
 
@@ -521,6 +570,8 @@ class MockUpstream:
         message = overrides.pop("message", message)
         if provider == "openai":
             return web.json_response(openai_error_body(status, message, **overrides), status=status)
+        if provider == "gemini":
+            return web.json_response(gemini_error_body(status, message, **overrides), status=status)
         request_id = f"req_mock{next(self._ids)}"
         body = anthropic_error_body(status, message, request_id, **overrides)
         return web.json_response(body, status=status, headers={"request-id": request_id})
@@ -884,6 +935,264 @@ class MockUpstream:
             sse_event({"type": "message_stop"}),
         ]
         return await self._stream(request, behaviour, head, deltas, tail)
+
+
+    # -- OpenAI Responses ------------------------------------------------------------------------
+
+    async def _responses(
+        self, request: web.Request, body: dict, behaviour: dict
+    ) -> web.StreamResponse:
+        """The Responses API: the output limit is ``max_output_tokens``; a user message about
+        the weather, with tools, is answered by a call of the first tool. Answers made with
+        ``store`` left on are kept for ``GET /v1/responses/{id}``."""
+        planned = behaviour.get("chunks", behaviour.get("long", 3))
+        limit = body.get("max_output_tokens")
+        produced = min(planned, limit) if _is_count(limit) else planned
+        text = behaviour.get("text", "hello ")
+        tool = responses_tool(body)
+        override = behaviour.get("usage", {})
+        usage: Any = override
+        if isinstance(override, dict):
+            usage = {
+                "input_tokens": PROMPT_TOKENS,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": produced,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                **override,
+            }
+            if _is_number(usage.get("input_tokens")) and _is_number(usage.get("output_tokens")):
+                usage.setdefault("total_tokens", usage["input_tokens"] + usage["output_tokens"])
+        number = next(self._ids)
+        status = "incomplete" if produced < planned else "completed"
+        if tool:
+            pieces = tool_argument_pieces(planned, produced)
+            item: dict[str, Any] = {
+                "type": "function_call",
+                "id": f"fc_mock{number}",
+                "call_id": "call_mock1",
+                "name": tool,
+                "arguments": "".join(pieces),
+                "status": "completed",
+            }
+        else:
+            pieces = [text] * produced
+            item = {
+                "type": "message",
+                "id": f"msg_mock{number}",
+                "status": "completed",
+                "role": "assistant",
+                "content": [
+                    {"type": "output_text", "text": text * produced, "annotations": []}
+                ],
+            }
+        response = {
+            "id": f"resp_mock{number}",
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": status,
+            "error": None,
+            "incomplete_details": None if produced == planned else {"reason": "max_output_tokens"},
+            "instructions": body.get("instructions"),
+            "max_output_tokens": limit,
+            "model": body.get("model", "mock-model"),
+            "output": [item],
+            "parallel_tool_calls": True,
+            "previous_response_id": body.get("previous_response_id"),
+            "store": body.get("store", True),
+            "text": {"format": {"type": "text"}},
+            "tool_choice": body.get("tool_choice", "auto"),
+            "tools": body.get("tools", []),
+            "usage": usage,
+        }
+        if response["store"]:
+            self.stored_responses[response["id"]] = response
+        if not body.get("stream"):
+            return web.json_response(response)
+
+        sequence = itertools.count()
+
+        def event(kind: str, **fields: Any) -> bytes:
+            payload = {"type": kind, "sequence_number": next(sequence), **fields}
+            return f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode()
+
+        started = {**response, "status": "in_progress", "output": [], "usage": None}
+        where = {"item_id": item["id"], "output_index": 0}
+        if tool:
+            opening = {**item, "arguments": "", "status": "in_progress"}
+            deltas = [
+                event("response.function_call_arguments.delta", **where, delta=piece)
+                for piece in pieces
+            ]
+            closing = [
+                event(
+                    "response.function_call_arguments.done",
+                    **where,
+                    name=tool,
+                    arguments=item["arguments"],
+                )
+            ]
+            parts = []
+        else:
+            opening = {**item, "content": [], "status": "in_progress"}
+            empty = {"type": "output_text", "text": "", "annotations": []}
+            parts = [event("response.content_part.added", **where, content_index=0, part=empty)]
+            deltas = [
+                event(
+                    "response.output_text.delta", **where, content_index=0, delta=piece, logprobs=[]
+                )
+                for piece in pieces
+            ]
+            whole = item["content"][0]
+            closing = [
+                event(
+                    "response.output_text.done",
+                    **where,
+                    content_index=0,
+                    text=whole["text"],
+                    logprobs=[],
+                ),
+                event("response.content_part.done", **where, content_index=0, part=whole),
+            ]
+        head = [
+            event("response.created", response=started),
+            event("response.in_progress", response=started),
+            event("response.output_item.added", output_index=0, item=opening),
+            *parts,
+        ]
+        final = "response.completed" if status == "completed" else "response.incomplete"
+        tail = [
+            *closing,
+            event("response.output_item.done", output_index=0, item=item),
+            event(final, response=response),
+        ]
+        return await self._stream(request, behaviour, head, deltas, tail)
+
+    async def _stored_response(
+        self, request: web.Request, body: dict, behaviour: dict
+    ) -> web.Response:
+        """A stored response read back, deleted, or (not being a background one) refused a
+        cancel, as the real API does."""
+        response = self.stored_responses.get(request.match_info["id"])
+        if response is None:
+            message = f"Response with id '{request.match_info['id']}' not found."
+            return self._error("openai", 404, message)
+        if request.path.endswith("/cancel"):
+            return self._error("openai", 400, "Only background responses can be cancelled.")
+        if request.method == "DELETE":
+            del self.stored_responses[response["id"]]
+            return web.json_response({"id": response["id"], "object": "response", "deleted": True})
+        return web.json_response(response)
+
+    # -- Gemini ----------------------------------------------------------------------------------
+
+    async def _gemini(
+        self, request: web.Request, body: dict, behaviour: dict
+    ) -> web.StreamResponse:
+        """generateContent and streamGenerateContent (SSE with ?alt=sse, else one JSON array).
+
+        The output limit is generationConfig.maxOutputTokens, the number of candidates its
+        candidateCount; usage is usageMetadata (11 prompt tokens, one candidate token per
+        delta), every stream chunk carrying the counts so far and the last one the whole."""
+        model, _, method = request.match_info["target"].partition(":")
+        if method not in ("generateContent", "streamGenerateContent"):
+            return self._error("gemini", 404, f"Method {method!r} is not found.")
+        config = body.get("generationConfig") or {}
+        planned = behaviour.get("chunks", behaviour.get("long", 3))
+        limit = config.get("maxOutputTokens")
+        produced = min(planned, limit) if _is_count(limit) and limit < planned else planned
+        count = config.get("candidateCount")
+        choices = count if _is_count(count) and count > 1 else 1
+        text = behaviour.get("text", "hello ")
+        tool = gemini_tool(body)
+        finish = "MAX_TOKENS" if produced < planned else "STOP"
+        override = behaviour.get("usage", {})
+
+        def usage(candidates: int) -> Any:
+            if not isinstance(override, dict):
+                return override
+            figures: dict[str, Any] = {
+                "promptTokenCount": PROMPT_TOKENS,
+                "candidatesTokenCount": candidates,
+            }
+            figures.update(override)
+            parts = [figures.get(name) for name in ("promptTokenCount", "candidatesTokenCount")]
+            parts.append(figures.get("thoughtsTokenCount", 0))
+            if "totalTokenCount" not in figures and all(_is_number(p) for p in parts):
+                figures["totalTokenCount"] = sum(parts)
+            return figures
+
+        base = {"modelVersion": model, "responseId": f"mock{next(self._ids)}"}
+
+        def candidates(parts: list[dict], finish_reason: str | None) -> list[dict]:
+            made = []
+            for index in range(choices):
+                candidate: dict[str, Any] = {
+                    "content": {"role": "model", "parts": parts},
+                    "index": index,
+                }
+                if finish_reason:
+                    candidate["finishReason"] = finish_reason
+                made.append(candidate)
+            return made
+
+        call_part = {"functionCall": {"name": tool, "args": json.loads(TOOL_ARGUMENTS)}}
+        if method == "generateContent":
+            parts = [call_part] if tool else [{"text": text * produced}]
+            answer: dict[str, Any] = {
+                "candidates": candidates(parts, finish),
+                "usageMetadata": usage(produced * choices),
+                **base,
+            }
+            if behaviour.get("no_usage"):
+                del answer["usageMetadata"]
+            return web.json_response(answer)
+
+        sse = request.query.get("alt") == "sse"
+        chunks: list[dict] = []
+        if tool:
+            chunks.append({"candidates": candidates([call_part], None)})
+        else:
+            chunks.extend(
+                {"candidates": candidates([{"text": text}], None)} for _ in range(produced)
+            )
+        for number, chunk in enumerate(chunks, start=1):
+            chunk["usageMetadata"] = {
+                "promptTokenCount": PROMPT_TOKENS,
+                "candidatesTokenCount": number * choices,
+                "totalTokenCount": PROMPT_TOKENS + number * choices,
+            }
+            chunk.update(base)
+        last: dict[str, Any] = {"candidates": candidates([{"text": ""}], finish), **base}
+        if not behaviour.get("no_usage"):
+            last["usageMetadata"] = usage(produced * choices)
+
+        def frame(chunk: dict, first: bool) -> bytes:
+            if sse:
+                return f"data: {json.dumps(chunk)}\r\n\r\n".encode()
+            return (b"[" if first else b",\r\n") + json.dumps(chunk).encode()
+
+        deltas = [frame(chunk, index == 0) for index, chunk in enumerate(chunks)]
+        tail = [frame(last, not chunks)] + ([] if sse else [b"]"])
+        return await self._stream(request, behaviour, [], deltas, tail)
+
+
+def responses_tool(body: dict) -> str | None:
+    """The first tool's name when the input ends with a user message about the weather."""
+    tools = body.get("tools") or []
+    items = body.get("input")
+    if isinstance(items, str):
+        items = [{"role": "user", "content": items}]
+    if not tools or not isinstance(items, list) or not items or not isinstance(items[-1], dict):
+        return None
+    last = items[-1]
+    if last.get("role") != "user":
+        return None
+    content = last.get("content")
+    if isinstance(content, list):
+        content = " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    if "weather" not in str(content).lower():
+        return None
+    return tools[0].get("name")
 
 
 _shared: MockUpstream | None = None

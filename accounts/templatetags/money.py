@@ -37,10 +37,12 @@ def _places(amount: Decimal) -> int:
     return 6
 
 
-def format_amount(amount: Decimal, symbol: str) -> str:
-    """``amount`` with ``symbol`` in front: "$1.23", "-$0.0042", "¥1,234.50"."""
+def format_amount(amount: Decimal, symbol: str, *, places: int | None = None) -> str:
+    """``amount`` with ``symbol`` in front: "$1.23", "-$0.0042", "¥1,234.50"; at most
+    ``places`` decimals (default: cents from a dollar up, more below)."""
     amount = Decimal(amount)
-    rounded = amount.quantize(Decimal(1).scaleb(-_places(amount)), rounding=ROUND_HALF_UP)
+    places = _places(amount) if places is None else places
+    rounded = amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
     text = f"{abs(rounded):,f}"
     if "." in text:  # keep at least cents, drop zeros past them ("0.5000" -> "0.50")
         whole, fraction = text.split(".")
@@ -73,12 +75,17 @@ def usd(quota) -> str:
     return format_usd(quota)
 
 
+# Prices keep their digits (to a millionth of a dollar): "$2.125" per 1M tokens, not "$2.13",
+# so a price read off the page gives the charge.
+PRICE_PLACES = 6
+
+
 @register.filter
 def dollars(amount) -> str:
-    """A Decimal number of dollars (a price), formatted like ``usd``."""
+    """A Decimal number of dollars (a price), with every digit it has up to 6 decimals."""
     if amount in (None, ""):
         return ""
-    return format_amount(Decimal(amount), "$")
+    return format_amount(Decimal(amount), "$", places=PRICE_PLACES)
 
 
 @register.simple_tag(takes_context=True)
@@ -90,6 +97,8 @@ def local(context, quota) -> str:
 
 @register.simple_tag(takes_context=True)
 def local_dollars(context, amount) -> str:
-    """A Decimal number of dollars in the operator's display currency."""
+    """A Decimal number of dollars (a price) in the operator's display currency."""
     site = _site(context)
-    return format_amount(Decimal(amount) * site.display_rate, site.display_currency)
+    return format_amount(
+        Decimal(amount) * site.display_rate, site.display_currency, places=PRICE_PLACES
+    )

@@ -18,9 +18,9 @@ The relay calls the functions below, which pick the modules, so it has no per-fo
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from relay.formats import anthropic_messages, openai_chat
+from relay.formats import anthropic_messages, gemini, openai_chat, openai_responses
 from relay.formats.common import ChainedTranslator, Translator
-from relay.operations import Format
+from relay.operations import Format, Operation
 
 if TYPE_CHECKING:  # relay.errors renders through this module
     from relay.errors import RelayError
@@ -30,6 +30,8 @@ HUB: Format = "openai"
 FORMATS: dict[Format, ModuleType] = {
     "openai": openai_chat,
     "anthropic": anthropic_messages,
+    "responses": openai_responses,
+    "gemini": gemini,
 }
 
 
@@ -57,10 +59,40 @@ def convert_answer(answer: dict, *, upstream: Format, client: Format, model: str
     return FORMATS[client].answer_from_hub(hub, model=model)
 
 
+def client_request(body: dict, *, operation: Operation, path: str, query: str) -> dict:
+    """The client's body as the relay reads it: the body itself, unless the operation's URL
+    carries part of the request (Gemini's names the model and says whether it streams), which
+    the client's format then puts in the body."""
+    if not operation.model_in_path:
+        return body
+    return FORMATS[operation.client_format].request_from_url(
+        body,
+        model=operation.model_at(path) or "",
+        stream=operation.stream_in_path,
+        query=query,
+    )
+
+
 def translator(
+    *,
+    client: Format,
+    upstream: Format,
+    model: str,
+    client_wants_usage: bool,
+    client_body: dict | None = None,
+) -> Translator:
+    """The translator from the upstream's stream events to the client's stream bytes
+    (``client_body``: the client's request, for a format whose framing it chooses)."""
+    made = _translator(
+        client=client, upstream=upstream, model=model, client_wants_usage=client_wants_usage
+    )
+    reframe = getattr(FORMATS[client], "reframe", None)
+    return reframe(made, client_body) if reframe is not None else made
+
+
+def _translator(
     *, client: Format, upstream: Format, model: str, client_wants_usage: bool
 ) -> Translator:
-    """The translator from the upstream's stream events to the client's stream bytes."""
     if client == upstream:
         return FORMATS[client].passthrough(model=model, client_wants_usage=client_wants_usage)
     if client == HUB:

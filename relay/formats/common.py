@@ -285,6 +285,7 @@ class Translator:
         self.usage: TokenUsage | None = None
         self.usage_problem: dict | None = None
         self.completed = False  # the upstream ended the stream properly
+        self.answer_id: str | None = None  # the upstream's id for its answer, where it matters
 
     def feed(self, event: Event) -> tuple[bytes, str]:
         """Bytes for the client and the output text the event carried."""

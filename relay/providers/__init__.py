@@ -9,12 +9,14 @@ from collections.abc import Iterable
 from relay.providers.anthropic import AnthropicProvider
 from relay.providers.base import Provider
 from relay.providers.demo import DemoProvider
+from relay.providers.gemini import GeminiProvider
 from relay.providers.openai import OpenAIProvider
 
 PROVIDERS: dict[str, Provider] = {
     "openai": OpenAIProvider(),
     "anthropic": AnthropicProvider(),
     "demo": DemoProvider(),
+    "gemini": GeminiProvider(),
 }
 
 

@@ -8,9 +8,17 @@ import httpx
 from billing.pricing import TokenUsage
 from relay import upstream
 from relay.formats.common import UsageProblem
-from relay.operations import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES, Format
+from relay.operations import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES, RESPONSES, Format, Operation
 
-__all__ = ["CHAT", "COMPLETIONS", "EMBEDDINGS", "MESSAGES", "Provider", "UsageProblem"]
+__all__ = [
+    "CHAT",
+    "COMPLETIONS",
+    "EMBEDDINGS",
+    "MESSAGES",
+    "RESPONSES",
+    "Provider",
+    "UsageProblem",
+]
 
 
 class Provider:
@@ -24,8 +32,28 @@ class Provider:
     format: Format = "openai"
     native: frozenset[str] = frozenset()
 
+    def format_for(self, operation: Operation) -> Format:
+        """The format the upstream speaks for ``operation``: the client's own when it serves
+        the operation natively (an OpenAI channel and the Responses API), else ``format``."""
+        return operation.client_format if operation.name in self.native else self.format
+
     def url(self, base_url: str, operation: str) -> str:
         raise NotImplementedError
+
+    def url_for(self, base_url: str, operation: str, *, model: str) -> str:
+        """The URL of one call: ``url``, for the families whose URL does not name the model
+        (Gemini's does: relay.providers.gemini)."""
+        return self.url(base_url, operation)
+
+    def upstream_operation(self, operation: str, *, stream: bool) -> str:
+        """The operation the upstream performs for a client's ``operation``: the same one
+        when the provider serves it natively, else its own chat-like counterpart."""
+        if operation in self.native:
+            return operation
+        return MESSAGES if self.format == "anthropic" else CHAT
+
+    # Where a whole answer keeps its usage ("usageMetadata" for Gemini).
+    usage_field = "usage"
 
     def headers(self, api_key: str, client_headers: dict[str, str]) -> dict[str, str]:
         raise NotImplementedError

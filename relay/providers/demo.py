@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator
 import httpx
 
 from relay import tokens
+from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS
 from relay.providers.openai import OpenAIProvider
 
 ECHO_MODEL = "demo-echo"
@@ -58,6 +59,9 @@ SSE_DONE = b"data: [DONE]\n\n"
 
 class DemoProvider(OpenAIProvider):
     """OpenAI's adapter with no key to send and an in-process client."""
+
+    # Chat, completions and embeddings; Responses calls reach it converted to chat.
+    native = frozenset({CHAT, COMPLETIONS, EMBEDDINGS})
 
     def headers(self, api_key: str, client_headers: dict[str, str]) -> dict[str, str]:
         return {"Content-Type": "application/json"}

@@ -1,13 +1,20 @@
-"""OpenAI and every OpenAI-compatible upstream (DeepSeek, Qwen, vLLM, other relays…)."""
+"""OpenAI and every OpenAI-compatible upstream (DeepSeek, Qwen, vLLM, other relays…).
+
+An OpenAI channel serves the Responses API natively: ``/v1/responses`` calls go to the
+channel's own ``/v1/responses``, unconverted. A vendor that only has Chat Completions should
+not be given the models clients call through the Responses API (it would answer 404); the
+demo channel, which answers chat only, is served Responses calls converted to chat.
+"""
 
 from billing.pricing import TokenUsage
 from relay.formats.openai_chat import normalize_openai_usage
-from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, Provider, join_url
+from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, Provider, join_url
 
 PATHS = {
     CHAT: "/v1/chat/completions",
     COMPLETIONS: "/v1/completions",
     EMBEDDINGS: "/v1/embeddings",
+    RESPONSES: "/v1/responses",
 }
 
 
