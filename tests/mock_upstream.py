@@ -936,7 +936,6 @@ class MockUpstream:
         ]
         return await self._stream(request, behaviour, head, deltas, tail)
 
-
     # -- OpenAI Responses ------------------------------------------------------------------------
 
     async def _responses(
@@ -981,9 +980,7 @@ class MockUpstream:
                 "id": f"msg_mock{number}",
                 "status": "completed",
                 "role": "assistant",
-                "content": [
-                    {"type": "output_text", "text": text * produced, "annotations": []}
-                ],
+                "content": [{"type": "output_text", "text": text * produced, "annotations": []}],
             }
         response = {
             "id": f"resp_mock{number}",

@@ -86,7 +86,7 @@ def test_generate_content_on_a_gemini_channel_is_relayed_and_billed(
     assert not {"model", "stream", "alt"} & set(sent["json"])
     assert sent["json"]["generationConfig"]["maxOutputTokens"] == 100
     assert sent["json"]["systemInstruction"]["parts"] == [{"text": "You are terse."}]
-    log = UsageLog.objects.get()
+    [log] = settled_usage()
     assert (log.endpoint, log.model, log.is_stream) == ("generate_content", FLASH, False)
     # Cached input is inside promptTokenCount; thinking is apart from candidatesTokenCount.
     assert (log.input_tokens, log.cached_input_tokens) == (7, 4)
@@ -199,7 +199,7 @@ def test_generate_content_on_another_formats_channel(
     [sent] = mock_upstream.requests
     assert sent["path"] == upstream_path
     assert sent["json"]["max_tokens"] == 50
-    log = UsageLog.objects.get()
+    [log] = settled_usage()
     assert (log.endpoint, log.input_tokens, log.output_tokens) == ("generate_content", 11, 3)
     assert log.quota == expected_charge(model, input=11, output=3)
     books_balance()
@@ -294,7 +294,7 @@ def test_a_chat_completion_is_answered_by_a_gemini_channel(
         "systemInstruction": {"parts": [{"text": "Be brief."}]},
         "generationConfig": {"maxOutputTokens": 40},
     }
-    log = UsageLog.objects.get()
+    [log] = settled_usage()
     assert (log.endpoint, log.output_tokens, log.reasoning_tokens) == ("chat", 5, 2)
     assert log.quota == expected_charge(FLASH, input=11, output=5)
     books_balance()
