@@ -8,6 +8,7 @@ billing.services run one alone.
 import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cache
@@ -48,11 +49,13 @@ HoldRow = dict[str, Any]
 # locked balances, exactly as a conditional UPDATE would decide it, and the changes are written
 # back table by table in the same order. A refusal changes nothing, so a batch never needs a
 # savepoint.
-def apply_batch(operations: Sequence[Operation]) -> list[Outcome]:
+def apply_batch(operations: Sequence[Operation], *, durable: bool = True) -> list[Outcome]:
     """Run the operations in one transaction; their outcomes, in order.
 
     A refusal (``InsufficientQuota``) is an outcome, not an exception: it changes nothing and
     the others still commit. A database error fails the whole batch (nothing of it commits).
+    ``durable=False``: on PostgreSQL, the commit does not wait for the disk (the ledger writer
+    asks for it when billing.journal keeps the batch's settlements until the disk has them).
     """
     closing = [op.hold for op in operations if not isinstance(op, Reserve)]
     reserves = [op for op in operations if isinstance(op, Reserve)]
@@ -60,21 +63,34 @@ def apply_batch(operations: Sequence[Operation]) -> list[Outcome]:
     key_ids = {op.api_key_id for op in reserves}
     key_ids |= {hold.api_key_id for hold in closing if hold.api_key_id}
     locks: Locks = [
-        (HOLD_TABLE, "status", {hold.id for hold in closing}),
+        (HOLD_TABLE, HOLD_COLUMNS, {hold.id for hold in closing}),
         (USER_TABLE, "quota", user_ids),
         (KEY_TABLE, "remaining_quota", key_ids),
     ]
     run = _run_on_postgres if connection.vendor == "postgresql" else _run_on_sqlite
-    return run(operations, locks, reserves_only=not closing)
+    return run(operations, locks, wait_for_disk=durable and bool(closing))
+
+
+# What a batch reads of each hold it closes: its status, and what tells it from another hold
+# (a replayed settlement checks it is settling the same hold).
+HOLD_COLUMNS = "status, user_id, amount, expires_at"
+HoldIdentity = tuple[int, int, datetime]  # user id, amount, expiry
 
 
 class _Books:
     """One batch's view of the rows it locked, and the changes it will write back."""
 
     def __init__(
-        self, *, holds: dict[int, str], users: dict[int, int], keys: dict[int, int], now: datetime
+        self,
+        *,
+        holds: list[tuple],
+        users: dict[int, int],
+        keys: dict[int, int],
+        now: datetime,
     ):
-        self.holds, self.users, self.keys = holds, users, keys  # id -> hold status / balance
+        self.holds = {row[0]: row[1] for row in holds}  # id -> status
+        self.identities: dict[int, HoldIdentity] = {row[0]: tuple(row[2:]) for row in holds}
+        self.users, self.keys = users, keys  # id -> balance
         self.now = now
         self.user_changes: defaultdict[int, list[int]] = defaultdict(
             lambda: [0, 0, 0]  # id -> [quota, used, requests]
@@ -124,13 +140,20 @@ class _Books:
     def settle(self, op: Settle) -> int | None:
         hold = op.hold
         status = self.holds.get(hold.id)
-        if status in (Hold.Status.OPEN, Hold.Status.DELIVERED):
+        if op.replayed and not self._same_hold(hold):
+            # Its placement was lost with the settlement (or the id now names another hold):
+            # nothing was taken for the call, so it is charged without a hold.
+            returned, key_returned = 0, 0
+        elif status in (Hold.Status.OPEN, Hold.Status.DELIVERED):
             returned, key_returned = hold.amount, hold.key_amount
         elif status == Hold.Status.RELEASED:
             returned, key_returned = 0, 0
         else:
             return None
-        self.holds[hold.id] = self.closed[hold.id] = Hold.Status.SETTLED
+        if op.replayed and not self._same_hold(hold):
+            hold = replace(hold, id=0)  # journaled without a hold (hold_id empty)
+        else:
+            self.holds[hold.id] = self.closed[hold.id] = Hold.Status.SETTLED
         cost = op.price.charge(op.usage, op.group_ratio) if op.cost is None else op.cost
         # A limited key pays from its allowance too; an unlimited key's hold took nothing.
         key_cost = cost if hold.key_amount else 0
@@ -143,6 +166,14 @@ class _Books:
             key[2] = True
         self._journal(hold, op.call, op.usage, op.price, op.group_ratio, cost, key_cost)
         return cost
+
+    def _same_hold(self, hold: HeldQuota) -> bool:
+        found = self.identities.get(hold.id)
+        if found is None:
+            return False
+        user_id, amount, expires_at = found
+        same_expiry = not isinstance(expires_at, datetime) or expires_at == hold.expires_at
+        return (user_id, amount) == (hold.user_id, hold.amount) and same_expiry
 
     def deliver(self, op: Deliver) -> bool:
         hold = op.hold
@@ -177,7 +208,7 @@ class _Books:
             {
                 "user_id": hold.user_id,
                 "api_key_id": hold.api_key_id,
-                "hold_id": hold.id,
+                "hold_id": hold.id or None,
                 "channel_id": call.channel_id,
                 "endpoint": call.endpoint[:32],
                 "model": call.model[:128],
@@ -288,7 +319,7 @@ def _changes(
 
 
 def _run_on_postgres(
-    operations: Sequence[Operation], locks: Locks, *, reserves_only: bool
+    operations: Sequence[Operation], locks: Locks, *, wait_for_disk: bool
 ) -> list[Outcome]:
     """Two round trips: the locked reads, then every write with the COMMIT (pipeline mode).
 
@@ -300,7 +331,7 @@ def _run_on_postgres(
     now = timezone.now()
     with conn.pipeline():
         with conn.transaction():
-            if reserves_only:
+            if not wait_for_disk:
                 _commit_without_waiting_for_disk(conn)
             readers = []
             for table, column, ids in locks:
@@ -313,10 +344,10 @@ def _run_on_postgres(
                     )
                 readers.append(reader)
             holds, users, keys = (
-                dict(reader.fetchall()) if ids else {}
+                reader.fetchall() if ids else []
                 for reader, (_, _, ids) in zip(readers, locks, strict=True)
             )
-            books = _Books(holds=holds, users=users, keys=keys, now=now)
+            books = _Books(holds=holds, users=dict(users), keys=dict(keys), now=now)
             results = _decide(operations, books)
             writer = psycopg.Cursor(conn)
             for sql, rows in _changes(books, now, _values):
@@ -339,7 +370,7 @@ def _run_on_postgres(
 
 
 def _run_on_sqlite(
-    operations: Sequence[Operation], locks: Locks, *, reserves_only: bool
+    operations: Sequence[Operation], locks: Locks, *, wait_for_disk: bool
 ) -> list[Outcome]:
     """Row by row: SQLite is the embedded, single-process default, and its IMMEDIATE
     transactions take the whole database, so there is nothing to lock row by row."""
@@ -351,9 +382,9 @@ def _run_on_sqlite(
             marks = ", ".join(["%s"] * len(ids))
             if ids:
                 cursor.execute(f"SELECT id, {column} FROM {table} WHERE id IN ({marks})", list(ids))
-            read.append(dict(cursor.fetchall()) if ids else {})
+            read.append(cursor.fetchall() if ids else [])
         holds, users, keys = read
-        books = _Books(holds=holds, users=users, keys=keys, now=now)
+        books = _Books(holds=holds, users=dict(users), keys=dict(keys), now=now)
         results = _decide(operations, books)
         for sql, rows in _changes(books, db_now, _prepared_row):
             cursor.executemany(sql, rows)
@@ -433,8 +464,9 @@ def _prepared_row(model: type[models.Model], row: dict[str, Any]) -> list:
 def _commit_without_waiting_for_disk(conn: psycopg.Connection) -> None:
     """Let PostgreSQL acknowledge this transaction before its WAL reaches the disk.
 
-    Only for a batch of reserves and nothing else: a crash can lose such a transaction,
-    but only whole, and losing holds together with their decrements leaves the books exact
-    (none of those calls was answered).
+    For a batch of reserves and nothing else: a crash can lose such a transaction, but only
+    whole, and losing holds together with their decrements leaves the books exact. And for the
+    ledger writer's batches when billing.journal keeps their settlements until the disk has
+    them (a lost settlement is then made again).
     """
     conn.execute("SET LOCAL synchronous_commit TO OFF")

@@ -112,6 +112,11 @@ class Settle:
 
     A hold the expiry sweep already released (the call outlived HOLD_TTL_SECONDS) is still
     charged in full, since the call did happen; a hold settled before is never charged again.
+
+    ``replayed``: made again from billing.journal, because the first attempt failed or may have
+    been lost with a PostgreSQL crash. Its hold is checked to be the same hold (same user, amount
+    and expiry); if that hold is gone or is another one, the call is charged without it (its
+    hold's placement was lost too, so nothing was taken for it).
     """
 
     hold: HeldQuota
@@ -120,6 +125,7 @@ class Settle:
     usage: TokenUsage
     call: CallRecord
     cost: int | None = None  # charged instead of the price's figure (a delivered hold's)
+    replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

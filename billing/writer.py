@@ -9,10 +9,17 @@ with ``billing.batch.apply_batch`` in one transaction, commits once and answers 
 its own event loop. Under load a batch holds many calls; at rest it holds one, and nobody
 waits for a timer.
 
-Nothing about the money changes: every operation is exactly what it is alone, the books
-balance after every commit, and a call's answer waits for its settlement to commit. If a batch
-fails (the database went away, a deadlock), each of its operations is retried alone, so one
-bad operation cannot take the others down with it.
+On PostgreSQL a batch commits without waiting for the disk, and every settlement is first
+written to billing.journal, which keeps it until PostgreSQL has it on disk: this thread checks
+PostgreSQL's flushed position now and then (only while something waits for it), makes again
+the settlements a PostgreSQL restart may have lost, retries the ones that failed with a growing
+pause, and, when it starts, makes the settlements a dead process left in its journal. So a call
+never waits for a disk flush, and an answer that was delivered is still billed.
+
+Nothing about the money changes: every operation is exactly what it is alone, and the books
+balance after every commit. If a batch fails because the database is unreachable, every caller
+hears so at once (no retry loop in front of them); if it fails otherwise (a deadlock, one bad
+operation), each operation is retried alone, so one cannot take the others down with it.
 """
 
 import asyncio
@@ -20,29 +27,47 @@ import contextlib
 import logging
 import queue
 import threading
-from typing import Any, TypeAlias, overload
+import time
+from typing import Any, TypeAlias, cast, overload
 
-from django.db import connection
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections
 
+from billing import journal
 from billing.batch import apply_batch
 from billing.operations import Deliver, HeldQuota, Operation, Outcome, Release, Reserve, Settle
 
 logger = logging.getLogger(__name__)
 
-# (the operation, its caller's event loop, the future the caller awaits)
-Queued: TypeAlias = tuple[Operation, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+# (the operation, its caller's event loop and the future it awaits, or None for the writer's
+# own retries; the settlement's number in the journal, or None)
+Queued: TypeAlias = tuple[
+    Operation, asyncio.AbstractEventLoop | None, "asyncio.Future[Any] | None", int | None
+]
+
+# How often, at most, PostgreSQL is asked how far its disk has caught up, while settlements
+# wait on it.
+DISK_CHECK_SECONDS = 0.2
 
 _queue: "queue.SimpleQueue[Queued]" = queue.SimpleQueue()
 _thread: threading.Thread | None = None
 _started = threading.Lock()
 
 
+def journaling() -> bool:
+    """Whether settlements go through billing.journal (PostgreSQL: see the module docstring)."""
+    return connections["default"].vendor == "postgresql"
+
+
 def submit(operation: Operation) -> "asyncio.Future[Outcome | Exception]":
     """Queue ``operation``; the future gets its outcome (or the exception that failed it)
-    once committed. A refusal is an outcome (``InsufficientQuota``), as in ``apply_batch``."""
+    once committed. A refusal is an outcome (``InsufficientQuota``), as in ``apply_batch``.
+    A settlement is written to the journal first, where the writer finds it again if it fails."""
     loop = asyncio.get_running_loop()
     future = loop.create_future()
-    _queue.put((operation, loop, future))
+    number = None
+    if isinstance(operation, Settle) and journaling():
+        number = journal.journal().record(operation)
+    _queue.put((operation, loop, future, number))
     if _thread is None or not _thread.is_alive():
         _start()
     return future
@@ -74,21 +99,93 @@ def _start() -> None:
 
 
 def _work() -> None:
+    if journaling():
+        _queue_again(journal.journal().adopt_orphans())
+    last_check = 0.0
     while True:
-        batch = [_queue.get()]
-        while True:
-            try:
-                batch.append(_queue.get_nowait())
-            except queue.Empty:
-                break
-        _answer(batch, _apply(batch))
+        try:
+            first = _queue.get(timeout=DISK_CHECK_SECONDS if _journal_waiting() else None)
+        except queue.Empty:
+            first = None
+        if first is not None:
+            batch = [first]
+            while True:
+                try:
+                    batch.append(_queue.get_nowait())
+                except queue.Empty:
+                    break
+            outcomes = _apply(batch)
+            _answer(batch, outcomes)
+            _journal_outcomes(batch, outcomes)
+        if _journal_waiting() and time.monotonic() - last_check >= DISK_CHECK_SECONDS:
+            last_check = time.monotonic()
+            _check_disk()
         if _queue.empty():
             _reset_connection()  # idle: hand the connection back to the pool
 
 
+def _journal_waiting() -> bool:
+    return journaling() and bool(journal.journal().entries)
+
+
+def _queue_again(settlements: list[tuple[int, Settle]]) -> None:
+    for number, settle in settlements:
+        _queue.put((settle, None, None, number))
+
+
+def _journal_outcomes(batch: list[Queued], outcomes: list[Outcome | Exception]) -> None:
+    """Tell the journal which settlements committed (and where PostgreSQL's WAL was just after
+    the commit), and which failed, to be tried again."""
+    committed = []
+    for (_, _, _, number), outcome in zip(batch, outcomes, strict=True):
+        if number is None:
+            continue
+        if isinstance(outcome, Exception):
+            lasting = not isinstance(outcome, OperationalError | InterfaceError)
+            journal.journal().failed(number, lasting=lasting)
+        else:
+            committed.append(number)
+    if not committed:
+        return
+    try:
+        position, server_start = _wal_position("pg_current_wal_insert_lsn")
+    except DatabaseError:
+        _reset_connection()
+        for number in committed:  # committed, but where on disk is unknown: make them again
+            journal.journal().failed(number)
+        return
+    journal.journal().committed(committed, position, server_start)
+
+
+def _check_disk() -> None:
+    """Forget the settlements PostgreSQL has on disk, make again those a restart may have
+    lost, and queue the failed ones whose pause is over."""
+    book = journal.journal()
+    if book.waiting_on_disk():
+        try:
+            flushed, server_start = _wal_position("pg_current_wal_flush_lsn")
+        except DatabaseError:
+            _reset_connection()
+        else:
+            _queue_again(book.on_disk(flushed, server_start))
+    _queue_again(book.due())
+
+
+def _wal_position(function: str) -> tuple[int, str]:
+    """A WAL position of the server (``function``: insert or flush) and when it started."""
+    connection.ensure_connection()
+    with connection.connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}()::text, pg_postmaster_start_time()::text")
+        row = cast(tuple[str, str], cursor.fetchone())
+    high, low = row[0].split("/")
+    return (int(high, 16) << 32) | int(low, 16), row[1]
+
+
 def _answer(batch: list[Queued], outcomes: list[Outcome | Exception]) -> None:
     """Hand each caller its outcome, on the caller's own event loop."""
-    for (_, loop, future), outcome in zip(batch, outcomes, strict=True):
+    for (_, loop, future, _), outcome in zip(batch, outcomes, strict=True):
+        if loop is None or future is None:
+            continue  # the writer's own retry: nobody waits for it
         try:
             loop.call_soon_threadsafe(_deliver, future, outcome)
         except RuntimeError:  # that caller's event loop is gone; the others still hear
@@ -96,16 +193,22 @@ def _answer(batch: list[Queued], outcomes: list[Outcome | Exception]) -> None:
 
 
 def _apply(batch: list[Queued]) -> list[Outcome | Exception]:
-    operations = [operation for operation, _, _ in batch]
+    operations = [operation for operation, _, _, _ in batch]
+    durable = not journaling()
     try:
-        return list(apply_batch(operations))
+        return list(apply_batch(operations, durable=durable))
+    except (OperationalError, InterfaceError) as problem:
+        # The database is away: every operation would fail the same way, one by one.
+        logger.warning("ledger batch of %d failed, database unreachable: %s", len(batch), problem)
+        _reset_connection()
+        return [problem] * len(batch)
     except Exception:
         logger.warning("ledger batch of %d failed; retrying one by one", len(batch), exc_info=True)
         _reset_connection()
     outcomes: list[Outcome | Exception] = []
     for operation in operations:
         try:
-            [outcome] = apply_batch([operation])
+            [outcome] = apply_batch([operation], durable=durable)
         except Exception as problem:  # noqa: BLE001 - handed to the caller
             _reset_connection()
             outcomes.append(problem)

@@ -156,12 +156,27 @@ def shipped_prices(request):
 @pytest.fixture(autouse=True)
 def fresh_caches():
     """Cached keys, prices, channels and spent balances must not leak from one test's database
-    to the next: every copy goes, in this process and in the shared cache (config.cache)."""
+    to the next: every copy goes, in this process and in the shared cache (config.cache); so do
+    the settlements the ledger writer's journal keeps (billing.journal), which would otherwise
+    be made again in the next test's database."""
+    from billing import journal
     from config.cache import forget_all
 
     forget_all()
+    journal.forget()
     yield
     forget_all()
+    journal.forget()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_journal_of_earlier_runs():
+    """Settlements an earlier test run left in its journal belong to databases long gone."""
+    import shutil
+
+    from billing import journal
+
+    shutil.rmtree(journal.journal_folder(), ignore_errors=True)
 
 
 def free_port() -> int:

@@ -385,7 +385,10 @@ def test_the_ledger_writer_answers_the_others_when_one_callers_event_loop_is_gon
 
     async def live_caller():
         future = asyncio.get_running_loop().create_future()
-        batch = [("closed", gone, gone_future), ("live", asyncio.get_running_loop(), future)]
+        batch = [
+            ("closed", gone, gone_future, None),
+            ("live", asyncio.get_running_loop(), future, None),
+        ]
         await asyncio.to_thread(writer._answer, batch, ["for nobody", "for the live caller"])
         return await asyncio.wait_for(future, timeout=5)
 

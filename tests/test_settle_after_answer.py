@@ -30,10 +30,10 @@ def settlements_held_back(monkeypatch):
     gate = threading.Event()
     apply_batch = writer.apply_batch
 
-    def held_back(operations):
+    def held_back(operations, **options):
         if any(isinstance(operation, Settle) for operation in operations):
             gate.wait(timeout=30)
-        return apply_batch(operations)
+        return apply_batch(operations, **options)
 
     monkeypatch.setattr(writer, "apply_batch", held_back)
     yield gate
