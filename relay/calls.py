@@ -41,6 +41,7 @@ from relay.routing import ChannelInfo
 logger = logging.getLogger(__name__)
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STREAM_CONTENT_TYPE = "text/event-stream"
 
 
 # Calls holding quota that have not been settled or released yet, in this process.
@@ -251,7 +252,11 @@ class Call:
 
 
 def stream_response(
-    call: Call, body: AsyncGenerator[bytes, None], *, on_unsent: Callable[[], Awaitable[None]]
+    call: Call,
+    body: AsyncGenerator[bytes, None],
+    *,
+    on_unsent: Callable[[], Awaitable[None]],
+    content_type: str = STREAM_CONTENT_TYPE,
 ) -> StreamingResponse:
     """The client's stream of a call, cleaned up even if its body never starts: the body's
     own ``finally`` settles what was sent; if the client leaves before the first byte that
@@ -264,4 +269,4 @@ def stream_response(
         finally:
             await call.release()
 
-    return StreamingResponse(body, unsent=unsent, headers=STREAM_HEADERS)
+    return StreamingResponse(body, unsent=unsent, headers=STREAM_HEADERS, content_type=content_type)

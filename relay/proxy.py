@@ -23,7 +23,7 @@ from billing.operations import CallStatus
 from billing.pricing import TokenUsage
 from relay import errors, formats, metering, stored_responses, tokens, upstream
 from relay.admission import admit
-from relay.calls import Call, stream_response
+from relay.calls import STREAM_CONTENT_TYPE, Call, stream_response
 from relay.errors import RelayError
 from relay.formats.common import (
     ConversionError,
@@ -256,7 +256,7 @@ async def _finish_plain(call: Call, provider, response: httpx.Response) -> Respo
         local_output=lambda: tokens.count_text(_answer_text(answer), call.model),
         problem=problem,
     )
-    await stored_responses.answered(call, answer.get("id"))
+    await stored_responses.answered(call, answer.get("id"), reported)
     return Response(200, content if isinstance(content, bytes) else content.encode())
 
 
@@ -309,6 +309,8 @@ async def _start_stream(call: Call, provider, response: httpx.Response):
         call,
         stream_answer(call, response, chunks, parser, first, translator),
         on_unsent=lambda: _close_quietly(response),
+        # A Gemini client streaming without alt=sse reads one JSON array, not SSE.
+        content_type=getattr(translator, "content_type", STREAM_CONTENT_TYPE),
     )
 
 
@@ -349,13 +351,13 @@ async def stream_answer(
             call.channel and call.channel.id,
             type(broken).__name__,
         )
-        yield _stream_error(call, getattr(broken, "error_type", "api_error"))
+        yield _stream_error(call, getattr(broken, "error_type", "api_error"), translator)
     except Exception:  # a malformed event no translator foresaw: end the stream cleanly
         status = CallStatus.UPSTREAM_ERROR
         logger.exception(
             "stream from channel %s could not be translated", call.channel and call.channel.id
         )
-        yield _stream_error(call)
+        yield _stream_error(call, translator=translator)
     finally:
         if status == CallStatus.CLIENT_GONE and translator.completed:
             # The client left after the upstream's last event had been handed on (the SDKs
@@ -380,7 +382,7 @@ async def stream_answer(
         finally:
             # Reached even when the client's disconnect cancels this task during the close.
             await call.settle(reported, status, local_output=output, problem=problem)
-            await stored_responses.answered(call, translator.answer_id)
+            await stored_responses.answered(call, translator.answer_id, reported)
 
 
 def _input_reported(usage: TokenUsage) -> bool:
@@ -392,6 +394,12 @@ async def _close_quietly(response: httpx.Response) -> None:
         await response.aclose()
 
 
-def _stream_error(call: Call, error_type: str = "api_error") -> bytes:
-    """The event that ends a broken stream, in the client's format."""
+def _stream_error(
+    call: Call, error_type: str = "api_error", translator: Translator | None = None
+) -> bytes:
+    """The event that ends a broken stream, in the client's format (from the translator when
+    it numbers its events, as the Responses API does)."""
+    error_event = getattr(translator, "error_event", None)
+    if error_event is not None:
+        return error_event(error_type)
     return formats.stream_error(call.client_format, error_type)
