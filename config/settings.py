@@ -124,13 +124,40 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Under ASGI each request may hold its own connection: pool them (CONN_MAX_AGE must be 0).
+    # Every connection is bounded in time (docs/faults.md), so a PostgreSQL that stops,
+    # restarts or stalls is noticed in seconds, not after the kernel's TCP timeouts: connect
+    # timeout, keepalives on an idle connection, and, on the server's side, statement_timeout
+    # and idle_in_transaction_session_timeout (0 turns either off; migrations of big tables
+    # may need that). The pool's wait for a free connection is short: a call that cannot get
+    # one is better answered 503 than kept waiting. The pool checks a connection before
+    # handing it out (one empty query), so the connections a restart broke are dropped rather
+    # than failing the next calls.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env_bool("DATABASE_CHECK_CONNECTIONS", True)
     DATABASES["default"]["OPTIONS"] = {
         "pool": {
             "min_size": int(env("DATABASE_POOL_MIN", "2")),
             "max_size": int(env("DATABASE_POOL_MAX", "20")),
-            "timeout": 30,
-        }
+            "timeout": float(env("DATABASE_POOL_TIMEOUT", "2")),
+        },
+        "connect_timeout": int(env("DATABASE_CONNECT_TIMEOUT", "2")),  # libpq: 2 at least
+        "keepalives": 1,
+        "keepalives_idle": int(env("DATABASE_KEEPALIVES_IDLE", "10")),
+        "keepalives_interval": int(env("DATABASE_KEEPALIVES_INTERVAL", "3")),
+        "keepalives_count": int(env("DATABASE_KEEPALIVES_COUNT", "3")),
+        "options": (
+            f"-c statement_timeout={int(float(env('DATABASE_STATEMENT_TIMEOUT', '30')) * 1000)}"
+            " -c idle_in_transaction_session_timeout="
+            f"{int(float(env('DATABASE_IDLE_IN_TRANSACTION_TIMEOUT', '60')) * 1000)}"
+        ),
     }
+# When the database is away, a call waits at most RELAY_DATABASE_WAIT_SECONDS for a read or
+# its hold, then is answered 503 with x-should-retry and Retry-After; the process then answers
+# calls that need the database at once for DATABASE_RETRY_SECONDS before trying again, and the
+# pool's reconnection attempts are at most DATABASE_RECONNECT_MAX_SECONDS apart
+# (relay.database; docs/faults.md).
+RELAY_DATABASE_WAIT_SECONDS = float(env("RELAY_DATABASE_WAIT_SECONDS", "2"))
+DATABASE_RETRY_SECONDS = float(env("DATABASE_RETRY_SECONDS", "0.5"))
+DATABASE_RECONNECT_MAX_SECONDS = float(env("DATABASE_RECONNECT_MAX_SECONDS", "0.5"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 

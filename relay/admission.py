@@ -86,7 +86,10 @@ async def refuse_before_body(request: Request) -> RelayError | None:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) <= CHECK_BALANCE_ABOVE_BYTES:
         return None  # small bodies: the hold itself checks the balance
-    limit = await database.run(billing.spent_limit, user_id=key.user_id, api_key_id=key.id)
+    try:
+        limit = await database.run(billing.spent_limit, user_id=key.user_id, api_key_id=key.id)
+    except RelayError as error:  # the database is away: a 503 the client may retry
+        return error
     return out_of_credit(limit) if limit else None
 
 
@@ -203,6 +206,8 @@ async def _hold(call: Call) -> None:
     least = full
     if named is None and limit > 1:
         least = call.price.most(replace(demand, output_tokens=1), call.group_ratio)
+    if database.away():  # a call just found it away: answer now, not after a wait
+        raise database.unavailable()
     placing = writer.submit(
         Reserve(
             user_id=call.key.user_id,
@@ -213,7 +218,15 @@ async def _hold(call: Call) -> None:
         )
     )
     try:
-        outcome = await asyncio.shield(placing)
+        outcome = await asyncio.wait_for(
+            asyncio.shield(placing), settings.RELAY_DATABASE_WAIT_SECONDS
+        )
+    except TimeoutError:
+        # The database does not answer (frozen, or far behind): the call is answered 503 now,
+        # and a hold placed later is given back, as for a client that left.
+        placing.add_done_callback(_release_orphan)
+        database.mark_away(f"no hold within {settings.RELAY_DATABASE_WAIT_SECONDS:g} s")
+        raise database.unavailable() from None
     except asyncio.CancelledError:
         # The client left while the hold was being placed: nobody will settle it.
         placing.add_done_callback(_release_orphan)
@@ -224,6 +237,9 @@ async def _hold(call: Call) -> None:
             _out_of_credit.put(who, True)
         raise out_of_credit(outcome.limit, least)
     if isinstance(outcome, Exception):
+        if database.is_unreachable(outcome):  # the writer met the database away
+            database.mark_away(outcome)
+            raise database.unavailable() from outcome
         raise outcome
     held = call.hold = cast(HeldQuota, outcome)  # a Reserve's outcome, once not refused
     if held.amount < full:
