@@ -47,12 +47,37 @@ def is_relay_path(path: str) -> bool:
     return path.startswith(RELAY_PREFIXES) or path in RELAY_ROOTS
 
 
+# The tolerant forms clients produce from a base URL one /v1 off: an OpenAI or Anthropic
+# client pointed at .../v1 when its SDK adds /v1 itself (/v1/v1/messages), or an OpenAI client
+# pointed at the bare host (/chat/completions). Only the relay's own paths are taken without
+# /v1, so no page of the site is shadowed.
+DOUBLED = "/v1/v1"
+BARE_PATHS = frozenset(path[len("/v1") :] for path in views.ROUTES if path.startswith("/v1/"))
+BARE_PREFIXES = tuple(
+    prefix[len("/v1") :] for prefix in views.ROUTES.prefixes if prefix.startswith("/v1/")
+)
+
+
+def relay_path(path: str) -> str | None:
+    """The path the relay serves a request under (tolerant forms made canonical), or None for
+    a path of the site's."""
+    if is_relay_path(path):
+        while path[: len(DOUBLED) + 1].lower() in (DOUBLED, DOUBLED + "/"):
+            path = path[len("/v1") :]
+        return path
+    if path.rstrip("/") in BARE_PATHS or path.startswith(BARE_PREFIXES):
+        return "/v1" + path
+    return None
+
+
 async def application(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         await lifespan(receive, send)
     elif scope["type"] == "http" and scope["path"] in health.PATHS:
         await health.serve(scope, receive, send)
-    elif scope["type"] == "http" and is_relay_path(scope["path"]):
+    elif scope["type"] == "http" and (path := relay_path(scope["path"])) is not None:
+        if path != scope["path"]:
+            scope = dict(scope, path=path, raw_path=path.encode())
         await http.serve(
             scope,
             receive,

@@ -26,9 +26,13 @@ RESPONSES = "responses"  # OpenAI Responses API
 GENERATE_CONTENT = "generate_content"  # Gemini generateContent
 STREAM_GENERATE_CONTENT = "stream_generate_content"  # Gemini streamGenerateContent
 COUNT_TOKENS = "count_tokens"  # Gemini countTokens: answered by the relay itself, free
+MESSAGES_COUNT_TOKENS = "messages_count_tokens"  # Anthropic's, also counted locally and free
+MODERATIONS = "moderations"  # OpenAI moderations: free unless the operator prices the model
+RERANK = "rerank"  # Jina's and Cohere's rerank: a query and documents
 # Where the input is: chat-like messages, a prompt or embeddings input, the Responses API's
-# instructions and input items, or Gemini's contents.
-InputShape = Literal["messages", "prompt", "input", "items", "contents"]
+# instructions and input items, Gemini's contents, moderation input (strings or typed parts)
+# or a rerank's query and documents.
+InputShape = Literal["messages", "prompt", "input", "items", "contents", "moderation", "rerank"]
 # A path's model segment (Gemini's URLs name the model: /v1beta/models/{model}:generateContent).
 MODEL_SEGMENT = "{model}"
 # The root of Google's API: every path under it is answered in Gemini's format.
@@ -51,6 +55,10 @@ class Operation:
     # The path names the model ({model}), not the body; the path itself may ask for a stream.
     model_in_path: bool = False
     stream_in_path: bool = False
+    # The model a body that names none is given (OpenAI's moderations default to one).
+    default_model: str | None = None
+    # A model without a price is served free instead of refused (moderations, as OpenAI's).
+    free_unless_priced: bool = False
 
     @property
     def produces_output(self) -> bool:
@@ -103,6 +111,27 @@ OPERATIONS: dict[str, Operation] = {
             streams=False,
         ),
         Operation(
+            name=MODERATIONS,
+            path="/v1/moderations",
+            method="POST",
+            client_format="openai",
+            served_by=frozenset({"openai"}),
+            input="moderation",
+            streams=False,
+            default_model="omni-moderation-latest",
+            free_unless_priced=True,
+        ),
+        Operation(
+            name=RERANK,
+            path="/v1/rerank",
+            method="POST",
+            client_format="openai",
+            # OpenAI-compatible channels that list a rerank model (Jina, SiliconFlow, vLLM, ...).
+            served_by=frozenset({"openai"}),
+            input="rerank",
+            streams=False,
+        ),
+        Operation(
             name=MESSAGES,
             path="/v1/messages",
             method="POST",
@@ -110,6 +139,15 @@ OPERATIONS: dict[str, Operation] = {
             served_by=frozenset({"openai", "anthropic", "gemini"}),
             input="messages",
             output_limit_fields=("max_tokens",),
+        ),
+        Operation(
+            name=MESSAGES_COUNT_TOKENS,
+            path="/v1/messages/count_tokens",
+            method="POST",
+            client_format="anthropic",
+            served_by=frozenset(),  # counted by the relay, never sent upstream
+            input="messages",
+            streams=False,
         ),
         Operation(
             name=RESPONSES,

@@ -1,11 +1,11 @@
 """A scriptable mock upstream LLM provider for end-to-end tests of the relay.
 
 `MockUpstream` serves the OpenAI API (chat completions, legacy completions, embeddings, models,
-the Responses API with its stored responses) and the Anthropic Messages API over real loopback
-HTTP, from an aiohttp server running in a
-background thread. Tests point a relay channel at `MockUpstream.url`, queue behaviours with
-`script()` (errors, delays, broken streams, ...) and then inspect what the relay sent
-(`requests`) and how each stream ended (`events`).
+moderations, Jina's rerank, the Responses API with its stored responses) and the Anthropic
+Messages API over real loopback HTTP, from an aiohttp server running in a background thread.
+Tests point a relay channel at `MockUpstream.url`, queue behaviours with `script()` (errors,
+delays, broken streams, ...) and then inspect what the relay sent (`requests`) and how each
+stream ended (`events`).
 
 Answers are deterministic: every content delta carries the behaviour's `text` ("hello " by
 default), a non-stream answer is the concatenation of `chunks` deltas, and usage reports 11
@@ -44,6 +44,21 @@ DEFAULT_KEY = "upstream-test-key"
 PROMPT_TOKENS = 11
 EMBEDDING_DIMENSIONS = 8
 TOOL_ARGUMENTS = '{"city": "Paris"}'
+MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
 MODEL_IDS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-sonnet-4-5")
 
 # How often a waiting handler looks whether its client has hung up (aiohttp does not cancel
@@ -397,6 +412,8 @@ class MockUpstream:
         # Gemini: /v1beta/models/{model}:generateContent and :streamGenerateContent
         app.router.add_post("/v1beta/models/{target}", self._endpoint("gemini", self._gemini))
         app.router.add_post("/v1/responses", self._endpoint("openai", self._responses))
+        app.router.add_post("/v1/moderations", self._endpoint("openai", self._moderations))
+        app.router.add_post("/v1/rerank", self._endpoint("openai", self._rerank))
         app.router.add_get("/v1/responses/{id}", self._endpoint("openai", self._stored_response))
         app.router.add_delete("/v1/responses/{id}", self._endpoint("openai", self._stored_response))
         app.router.add_post(
@@ -936,7 +953,6 @@ class MockUpstream:
         ]
         return await self._stream(request, behaviour, head, deltas, tail)
 
-
     # -- OpenAI Responses ------------------------------------------------------------------------
 
     async def _responses(
@@ -981,9 +997,7 @@ class MockUpstream:
                 "id": f"msg_mock{number}",
                 "status": "completed",
                 "role": "assistant",
-                "content": [
-                    {"type": "output_text", "text": text * produced, "annotations": []}
-                ],
+                "content": [{"type": "output_text", "text": text * produced, "annotations": []}],
             }
         response = {
             "id": f"resp_mock{number}",
@@ -1082,6 +1096,69 @@ class MockUpstream:
             del self.stored_responses[response["id"]]
             return web.json_response({"id": response["id"], "object": "response", "deleted": True})
         return web.json_response(response)
+
+    # -- Moderations and rerank --------------------------------------------------------------------
+
+    async def _moderations(self, request: web.Request, body: dict, behaviour: dict) -> web.Response:
+        """One result per input (a string, strings, or typed parts judged together); an input
+        that mentions "kill" is flagged for violence. No usage, as the real API."""
+        raw = body.get("input", "")
+        if isinstance(raw, list) and raw and all(isinstance(part, dict) for part in raw):
+            inputs = [" ".join(part.get("text", "") for part in raw)]
+        else:
+            inputs = [raw] if isinstance(raw, str) else [str(item) for item in raw]
+        results = []
+        for text in inputs:
+            violent = "kill" in text.lower()
+            categories = {name: False for name in MODERATION_CATEGORIES}
+            categories["violence"] = violent
+            results.append(
+                {
+                    "flagged": violent,
+                    "categories": categories,
+                    "category_scores": {
+                        name: (0.9 if flagged else 0.001) for name, flagged in categories.items()
+                    },
+                    "category_applied_input_types": {
+                        name: ["text"] for name in MODERATION_CATEGORIES
+                    },
+                }
+            )
+        return web.json_response(
+            {
+                "id": f"modr-mock{next(self._ids)}",
+                "model": body.get("model", "omni-moderation-latest"),
+                "results": results,
+            }
+        )
+
+    async def _rerank(self, request: web.Request, body: dict, behaviour: dict) -> web.Response:
+        """Jina's shape: results by relevance (the earlier document scores higher), ``top_n``
+        of them, documents echoed unless ``return_documents`` is false, and
+        ``usage.total_tokens`` (PROMPT_TOKENS per document unless overridden). With
+        ``no_usage``, Cohere's shape: no usage, ``meta.billed_units.search_units`` instead."""
+        documents = body.get("documents") or []
+        top_n = body.get("top_n")
+        count = min(top_n, len(documents)) if _is_count(top_n) else len(documents)
+        results = []
+        for index in range(count):
+            result: dict[str, Any] = {"index": index, "relevance_score": 1 / (index + 1)}
+            if body.get("return_documents", True):
+                document = documents[index]
+                result["document"] = {"text": document} if isinstance(document, str) else document
+            results.append(result)
+        answer: dict[str, Any] = {"model": body.get("model", "mock-reranker"), "results": results}
+        if behaviour.get("no_usage"):
+            answer["id"] = f"rerank-mock{next(self._ids)}"
+            answer["meta"] = {"billed_units": {"search_units": 1}}
+        else:
+            usage = behaviour.get("usage", {})
+            answer["usage"] = (
+                {"total_tokens": PROMPT_TOKENS * len(documents), **usage}
+                if isinstance(usage, dict)
+                else usage
+            )
+        return web.json_response(answer)
 
     # -- Gemini ----------------------------------------------------------------------------------
 

@@ -4,10 +4,14 @@ An OpenAI channel serves the Responses API natively: ``/v1/responses`` calls go 
 channel's own ``/v1/responses``, unconverted. A vendor that only has Chat Completions should
 not be given the models clients call through the Responses API (it would answer 404); the
 demo channel, which answers chat only, is served Responses calls converted to chat.
+
+Moderations and rerank go to the channel's ``/v1/moderations`` and ``/v1/rerank``: a channel
+serves them when it lists the model (``omni-moderation-latest``, ``jina-reranker-v2-...``).
 """
 
 from billing.pricing import TokenUsage
 from relay.formats.openai_chat import normalize_openai_usage
+from relay.operations import MODERATIONS, RERANK
 from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, Provider, join_url
 
 PATHS = {
@@ -15,6 +19,9 @@ PATHS = {
     COMPLETIONS: "/v1/completions",
     EMBEDDINGS: "/v1/embeddings",
     RESPONSES: "/v1/responses",
+    MODERATIONS: "/v1/moderations",
+    # Jina's and the OpenAI-compatible servers' (SiliconFlow, vLLM, Xinference) rerank.
+    RERANK: "/v1/rerank",
 }
 
 
