@@ -63,6 +63,8 @@ def set_key_limit(
     """Give a key an allowance of ``remaining`` quota (None: unlimited), with its ledger row."""
     with transaction.atomic():
         key = ApiKey.objects.select_for_update().get(id=api_key.id)
+        if key.carved:  # its balance is money moved in, never set (billing.subkeys)
+            raise ValueError("A carved sub-key's balance is topped up or revoked, not set.")
         if remaining is None:
             key.unlimited_quota = True
             key.save(update_fields=["unlimited_quota"])
