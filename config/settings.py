@@ -207,8 +207,17 @@ KEY_ENCRYPTION_KEYS = kept_secret("KEY_ENCRYPTION_KEYS").split(",")
 # or without it a folder of files (a local-memory cache would be one per process, and a change
 # made by a management command would reach the server only when its copies expired).
 REDIS_URL = env("REDIS_URL")
+# A Redis that stops answering must cost a call at most this long (its default is to wait for
+# ever); the relay's shared cache then leaves it alone for CACHE_RETRY_SECONDS and serves from
+# the process's copies and the database (config.cache, docs/faults.md).
+REDIS_TIMEOUT = float(env("REDIS_TIMEOUT", "0.5"))
+CACHE_RETRY_SECONDS = float(env("CACHE_RETRY_SECONDS", "1"))
 if REDIS_URL:
-    redis_cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    redis_cache = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT},
+    }
     CACHES = {"default": redis_cache, "shared": dict(redis_cache)}
     CHANNEL_LAYERS = {
         "default": {
