@@ -1023,11 +1023,18 @@ class MockUpstream:
         if not body.get("stream"):
             return web.json_response(response)
 
+        def event(kind: str, **fields: Any) -> tuple[str, dict]:
+            return kind, fields
+
         sequence = itertools.count()
 
-        def event(kind: str, **fields: Any) -> bytes:
-            payload = {"type": kind, "sequence_number": next(sequence), **fields}
-            return f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode()
+        def frames(events: list[tuple[str, dict]]) -> list[bytes]:
+            """The events framed, numbered in the order they are sent (as the real API)."""
+            framed = []
+            for kind, fields in events:
+                payload = {"type": kind, "sequence_number": next(sequence), **fields}
+                framed.append(f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode())
+            return framed
 
         started = {**response, "status": "in_progress", "output": [], "usage": None}
         where = {"item_id": item["id"], "output_index": 0}
@@ -1079,6 +1086,7 @@ class MockUpstream:
             event("response.output_item.done", output_index=0, item=item),
             event(final, response=response),
         ]
+        head, deltas, tail = frames(head), frames(deltas), frames(tail)
         return await self._stream(request, behaviour, head, deltas, tail)
 
     async def _stored_response(
