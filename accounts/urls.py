@@ -3,6 +3,7 @@
 from django.urls import path
 
 from accounts import views, views_logs
+from relay import dashboard_billing
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -26,4 +27,8 @@ urlpatterns = [
     path("logs/export.csv", views_logs.logs_csv, name="logs_csv"),
     path("chat", views_logs.chat_page, name="chat"),
     path("chat/keys/<int:key_id>/reveal", views_logs.reveal_key, name="reveal_key"),
+    # OpenAI's old billing endpoints without /v1, for clients whose base URL lacks it; the
+    # /v1 paths are the relay's (relay.dashboard_billing serves both).
+    path("dashboard/billing/subscription", dashboard_billing.django_view),
+    path("dashboard/billing/usage", dashboard_billing.django_view),
 ]

@@ -15,6 +15,7 @@ from typing import Protocol, cast
 from billing.pricing import priced_models
 from relay import (
     admission,
+    dashboard_billing,
     database,
     errors,
     gemini_views,
@@ -300,6 +301,9 @@ ROUTES: dict[str, Endpoint] = Routes(
     },
 )
 ROUTES["/v1/models"] = models
+# OpenAI's old billing endpoints, about the calling key (relay.dashboard_billing).
+for _path, _view in dashboard_billing.ENDPOINTS.items():
+    ROUTES[_path] = _declare(_view, method="GET")
 # Gemini's own endpoints (relay.gemini_views): the model list, one model, countTokens.
 ROUTES[gemini_views.MODELS_PATH] = _declare(gemini_views.list_models, method="GET")
 ROUTES[OPERATIONS[MESSAGES_COUNT_TOKENS].path] = _declare(
