@@ -24,7 +24,7 @@ from billing import writer
 from billing.operations import HeldQuota, InsufficientQuota, Release, Reserve
 from billing.pricing import UNPRICED, Demand, Price, group_ratio_for, price_for
 from config.cache import LocalMemo, memo
-from relay import auth, database, metering, routing, stored_responses, tokens, validation
+from relay import auth, database, media, metering, routing, stored_responses, tokens, validation
 from relay.auth import KeyInfo
 from relay.calls import Call, give_slot, take_slot, track
 from relay.errors import RelayError
@@ -142,6 +142,7 @@ async def _admit_call(request: Request, operation: Operation, key: KeyInfo, ip: 
         operation=operation,
         body=body,
         raw_body=request.body,
+        upload=request.upload,
         model=model,
         stream=bool(body.get("stream")) and operation.streams,
         client_ip=ip,
@@ -162,15 +163,18 @@ async def _admit_call(request: Request, operation: Operation, key: KeyInfo, ip: 
 async def _read_body(request: Request, operation: Operation) -> dict:
     """The body, parsed once and checked against the operation's shape (400 naming the bad
     field); a big one off the event loop."""
-    if len(request.body) <= COUNT_INLINE_BYTES:
+    if len(request.body) <= COUNT_INLINE_BYTES and request.upload is None:
         return _parsed(request, operation)
     return await asyncio.to_thread(_parsed, request, operation)
 
 
 def _parsed(request: Request, operation: Operation) -> dict:
-    body = validation.parse_json(request.body)
-    # Gemini's URL names the model and the stream: the body gets them (relay.formats).
-    body = client_request(body, operation=operation, path=request.path, query=request.query)
+    if request.upload is not None:  # a multipart upload: its text fields (relay.media)
+        body = media.form_body(request.upload, operation)
+    else:
+        body = validation.parse_json(request.body)
+        # Gemini's URL names the model and the stream: the body gets them (relay.formats).
+        body = client_request(body, operation=operation, path=request.path, query=request.query)
     if operation.default_model and "model" not in body:
         body["model"] = operation.default_model
     validation.validate_request(operation.name, body)
@@ -201,6 +205,7 @@ async def _price(model: str, *, free_unless_priced: bool = False) -> Price:
 async def _hold(call: Call) -> None:
     """Place the call's hold: the most it can cost, or, when it named no output limit and the
     balance is short, as much as the balance covers (the upstream is then asked for less)."""
+    per_call = media.hold_for(call)  # images and audio, by their per-call prices
     named = metering.output_limit(call.operation, call.body)
     choices = metering.choices(call.operation, call.body)
     most = max(call.price.max_output_tokens, 1) if call.operation.produces_output else 0
@@ -215,7 +220,7 @@ async def _hold(call: Call) -> None:
         cache_writes=options.cache_writes,
         web_searches=options.web_searches,
     )
-    full = call.price.most(demand, call.group_ratio)
+    full = call.price.most(demand, call.group_ratio) if per_call is None else per_call
     least = full
     if named is None and limit > 1:
         least = call.price.most(replace(demand, output_tokens=1), call.group_ratio)
@@ -255,6 +260,8 @@ async def _hold(call: Call) -> None:
             raise database.unavailable() from outcome
         raise outcome
     held = call.hold = cast(HeldQuota, outcome)  # a Reserve's outcome, once not refused
+    if per_call is not None:
+        return  # no output limit to decide: relay.media settles what it held
     if held.amount < full:
         limit = call.price.output_covered(held.amount, demand, call.group_ratio)
         sent = limit if settings.RELAY_CAP_OUTPUT_TO_BALANCE else None

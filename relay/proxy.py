@@ -21,7 +21,7 @@ from django.conf import settings
 
 from billing.operations import CallStatus
 from billing.pricing import TokenUsage
-from relay import errors, formats, metering, stored_responses, tokens, upstream
+from relay import errors, formats, media, metering, stored_responses, tokens, upstream
 from relay.admission import admit
 from relay.calls import STREAM_CONTENT_TYPE, Call, stream_response
 from relay.errors import RelayError
@@ -71,24 +71,21 @@ async def _forward(call: Call) -> Response | StreamingResponse:
         call.channel = channel
         call.upstream_model = channel.upstream_model(call.model)
         provider = provider_for(channel.type)
-        try:
-            request_body = _upstream_body(call, provider)
-        except ConversionError as problem:
-            raise errors.invalid_request(str(problem)) from None
+        url = provider.url_for(
+            channel.base_url, _upstream_operation(call, provider), model=call.upstream_model
+        )
+        headers = provider.headers(channel.api_key, call.client_headers)
+        if call.operation.media:  # images and audio: JSON or a streamed upload (relay.media)
+            outgoing = media.upstream_request(call, provider, url, headers)
+        else:
+            try:
+                request_body = _upstream_body(call, provider)
+            except ConversionError as problem:
+                raise errors.invalid_request(str(problem)) from None
+            outgoing = upstream.request(url, headers, json.dumps(request_body).encode())
         client = provider.client()
         try:
-            response = await client.send(
-                upstream.request(
-                    provider.url_for(
-                        channel.base_url,
-                        _upstream_operation(call, provider),
-                        model=call.upstream_model,
-                    ),
-                    provider.headers(channel.api_key, call.client_headers),
-                    json.dumps(request_body).encode(),
-                ),
-                stream=True,
-            )
+            response = await client.send(outgoing, stream=True)
         except httpx.PoolTimeout:
             # Every upstream connection of this process is busy: another channel would wait
             # for the same pool, and the client should not.
@@ -115,6 +112,11 @@ async def _forward(call: Call) -> Response | StreamingResponse:
                 if response.status_code in RETRY_STATUSES:
                     continue
                 raise last_error
+            if call.operation.media:
+                answered = await media.answer(call, response)
+                # Speech streams: its body's own ending closes the response then.
+                handed_on = isinstance(answered, StreamingResponse)
+                return answered
             if call.stream:
                 started = await _start_stream(call, provider, response)
                 if started is not None:

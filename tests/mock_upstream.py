@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import base64
+import functools
 import itertools
 import json
 import struct
@@ -39,6 +40,8 @@ from typing import Any, Self
 
 import pytest
 from aiohttp import web
+
+from tests import mock_media
 
 DEFAULT_KEY = "upstream-test-key"
 PROMPT_TOKENS = 11
@@ -92,6 +95,8 @@ BEHAVIOUR_KEYS = frozenset(
         "hang_after_headers",
         "error_message",
         "error_body",
+        "images",  # tests/mock_media: images answered, audio length reported
+        "seconds",
     }
 )
 
@@ -354,6 +359,7 @@ class MockUpstream:
         self.cancelled: list[dict] = []
         self.open_requests = 0
         self.stored_responses: dict[str, dict] = {}  # Responses API answers kept, by id
+        self.uploads: list[dict] = []  # multipart forms received (tests/mock_media.read_form)
         self._generation = 0  # moved by reset(), which ends requests still hanging
         self._script: deque[dict] = deque()
         self._lock = threading.Lock()
@@ -412,6 +418,15 @@ class MockUpstream:
         # Gemini: /v1beta/models/{model}:generateContent and :streamGenerateContent
         app.router.add_post("/v1beta/models/{target}", self._endpoint("gemini", self._gemini))
         app.router.add_post("/v1/responses", self._endpoint("openai", self._responses))
+        for path, answer in (
+            ("/v1/images/generations", mock_media.images),
+            ("/v1/images/edits", mock_media.images),
+            ("/v1/images/variations", mock_media.images),
+            ("/v1/audio/speech", mock_media.speech),
+            ("/v1/audio/transcriptions", mock_media.transcription),
+            ("/v1/audio/translations", mock_media.transcription),
+        ):
+            app.router.add_post(path, self._endpoint("openai", functools.partial(answer, self)))
         app.router.add_post("/v1/moderations", self._endpoint("openai", self._moderations))
         app.router.add_post("/v1/rerank", self._endpoint("openai", self._rerank))
         app.router.add_get("/v1/responses/{id}", self._endpoint("openai", self._stored_response))
@@ -455,6 +470,7 @@ class MockUpstream:
             self.auth_failures.clear()
             self.cancelled.clear()
             self.stored_responses.clear()
+            self.uploads.clear()
             self._script.clear()
             self._generation += 1
 
@@ -497,7 +513,9 @@ class MockUpstream:
             self.open_requests += 1
         try:
             try:
-                body = await request.json() if request.body_exists else None
+                # A form (an upload) is read as a stream by its endpoint (tests/mock_media).
+                form = request.content_type == "multipart/form-data"
+                body = await request.json() if request.body_exists and not form else None
             except ValueError:
                 body = None
             request[REQUEST_JSON] = body

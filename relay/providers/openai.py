@@ -11,7 +11,16 @@ serves them when it lists the model (``omni-moderation-latest``, ``jina-reranker
 
 from billing.pricing import TokenUsage
 from relay.formats.openai_chat import normalize_openai_usage
-from relay.operations import MODERATIONS, RERANK
+from relay.operations import (
+    AUDIO_SPEECH,
+    AUDIO_TRANSCRIPTIONS,
+    AUDIO_TRANSLATIONS,
+    IMAGES_EDITS,
+    IMAGES_GENERATIONS,
+    IMAGES_VARIATIONS,
+    MODERATIONS,
+    RERANK,
+)
 from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, Provider, join_url
 
 PATHS = {
@@ -22,6 +31,13 @@ PATHS = {
     MODERATIONS: "/v1/moderations",
     # Jina's and the OpenAI-compatible servers' (SiliconFlow, vLLM, Xinference) rerank.
     RERANK: "/v1/rerank",
+    # Images and audio (relay.media), as OpenAI serves them.
+    IMAGES_GENERATIONS: "/v1/images/generations",
+    IMAGES_EDITS: "/v1/images/edits",
+    IMAGES_VARIATIONS: "/v1/images/variations",
+    AUDIO_SPEECH: "/v1/audio/speech",
+    AUDIO_TRANSCRIPTIONS: "/v1/audio/transcriptions",
+    AUDIO_TRANSLATIONS: "/v1/audio/translations",
 }
 
 
