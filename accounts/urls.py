@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from accounts import views, views_logs
+from accounts import views, views_key, views_logs
 from relay import dashboard_billing
 
 urlpatterns = [
@@ -27,6 +27,8 @@ urlpatterns = [
     path("logs/export.csv", views_logs.logs_csv, name="logs_csv"),
     path("chat", views_logs.chat_page, name="chat"),
     path("chat/keys/<int:key_id>/reveal", views_logs.reveal_key, name="reveal_key"),
+    # The key-holder's page: a key's balance and usage with the key alone (white-label).
+    path("key", views_key.key_page, name="key_page"),
     # OpenAI's old billing endpoints without /v1, for clients whose base URL lacks it; the
     # /v1 paths are the relay's (relay.dashboard_billing serves both).
     path("dashboard/billing/subscription", dashboard_billing.django_view),
