@@ -18,6 +18,7 @@ urlpatterns = [
     path("invite", views.invite, name="invite"),
     path("settings", views.settings_page, name="settings"),
     path("settings/tokens", views.token_create, name="token_create"),
+    path("settings/low-balance", views.low_balance_threshold, name="low_balance_threshold"),
     path("settings/tokens/<int:token_id>/revoke", views.token_revoke, name="token_revoke"),
     path("pricing", views.pricing, name="pricing"),
     path("docs", views.docs, name="docs"),

@@ -4,6 +4,9 @@ Every page but home, pricing and docs needs a login. Anything named by an id in 
 a token) is looked up among the signed-in user's own rows, so another user's id is a 404.
 """
 
+from decimal import Decimal
+
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponseRedirect
@@ -17,9 +20,10 @@ from accounts.models import AccessToken, ApiKey
 from accounts.services import create_api_key
 from accounts.templatetags.money import usd
 from accounts.tokens import create_access_token, revoke_access_token
+from billing import notices
 from billing import services as billing
 from billing.price_list import price_list
-from billing.pricing import group_ratio_for
+from billing.pricing import QUOTA_PER_USD, group_ratio_for
 from billing.redemption import RedemptionRefused, redeem_code
 
 
@@ -204,14 +208,48 @@ def invite(request):
     )
 
 
-def _settings_page(request, *, form=None, new_token: str = "", status=200):
+def _settings_page(request, *, form=None, new_token: str = "", status=200, threshold_form=None):
     tokens = AccessToken.objects.filter(user=request.user).order_by("revoked_at", "-id")
     return render(
         request,
         "site/settings.html",
-        {"tokens": tokens, "token_form": form or AccessTokenForm(), "new_token": new_token},
+        {
+            "tokens": tokens,
+            "token_form": form or AccessTokenForm(),
+            "new_token": new_token,
+            "threshold_form": threshold_form or LowBalanceForm.for_user(request.user),
+        },
         status=status,
     )
+
+
+class LowBalanceForm(forms.Form):
+    """The low-balance notice's threshold, in dollars (empty: no notice)."""
+
+    threshold_usd = forms.DecimalField(
+        required=False, min_value=Decimal(0), max_digits=12, decimal_places=2
+    )
+
+    @classmethod
+    def for_user(cls, user) -> "LowBalanceForm":
+        quota = user.low_balance_threshold
+        dollars = None if quota is None else Decimal(quota) / QUOTA_PER_USD
+        return cls(initial={"threshold_usd": dollars})
+
+    def threshold(self) -> int | None:
+        dollars = self.cleaned_data["threshold_usd"]
+        return None if dollars is None else int(dollars * QUOTA_PER_USD)
+
+
+@login_required
+@require_POST
+def low_balance_threshold(request):
+    form = LowBalanceForm(request.POST)
+    if not form.is_valid():
+        return _settings_page(request, threshold_form=form, status=400)
+    notices.set_low_balance_threshold(user=request.user, threshold=form.threshold())
+    messages.success(request, _("Low-balance notice saved."))
+    return redirect("settings")
 
 
 @login_required

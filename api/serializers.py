@@ -190,6 +190,18 @@ class ProfileSerializer(serializers.Serializer):
     invite_code = serializers.CharField()
     balance = BalanceSerializer()
     tier = MembershipSerializer(allow_null=True)
+    low_balance_threshold = serializers.IntegerField(
+        allow_null=True, help_text="Quota units; an email when the balance falls to it."
+    )
+
+
+class ProfileUpdateSerializer(serializers.Serializer):
+    low_balance_threshold = serializers.IntegerField(
+        min_value=0,
+        allow_null=True,
+        help_text="Quota units (500,000 = $1): one email when the balance falls to it, then "
+        "none until it rises above it again; null turns the notice off.",
+    )
 
 
 class RedeemSerializer(serializers.Serializer):

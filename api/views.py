@@ -18,8 +18,8 @@ from accounts.models import ApiKey
 from accounts.services import create_api_key
 from accounts.site import client_ip
 from api import serializers as shapes
+from billing import notices, subkeys
 from billing import services as billing
-from billing import subkeys
 from billing.models import UsageLog, VipTier
 from billing.price_list import price_list
 from billing.pricing import group_ratio_for
@@ -53,8 +53,19 @@ class ProfileView(APIView):
             "invite_code": user.invite_code,
             "balance": balance_of(user),
             "tier": current_membership(user),
+            "low_balance_threshold": user.low_balance_threshold,
         }
         return Response(shapes.ProfileSerializer(body).data)
+
+    @extend_schema(request=shapes.ProfileUpdateSerializer, responses=shapes.ProfileSerializer)
+    def patch(self, request):
+        """Set your low-balance notice's threshold (null: off)."""
+        form = shapes.ProfileUpdateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        notices.set_low_balance_threshold(
+            user=request.user, threshold=form.validated_data["low_balance_threshold"]
+        )
+        return self.get(request)
 
 
 class BalanceView(APIView):
