@@ -18,6 +18,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config import shared_secrets
+from config.logging import FORMAT as LOG_FORMAT
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -249,6 +250,8 @@ else:
         "control_folder": str(broker_dir / "control"),
     }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Celery's lines go through LOGGING (one format for every process), not a root logger of its own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Accounts -------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
@@ -474,15 +477,29 @@ SESSION_COOKIE_SAMESITE = "Lax"
 # as the base URL; empty: taken from each request's host.
 SITE_URL = env("SITE_URL").rstrip("/")
 
+# Every line: timestamp, level, logger, the /v1 request id ("-" outside a call), message
+# (config.logging). uvicorn's lines get it here once Django is loaded, and from scripts/serve's
+# --log-config before (its supervisor's lines); Celery keeps its hands off the root logger.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "config.logging.RedactSecrets"}},
+    "formatters": {"sluice": {"format": LOG_FORMAT}},
+    "filters": {
+        "redact": {"()": "config.logging.RedactSecrets"},
+        "request_id": {"()": "config.logging.RequestId"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "filters": ["redact"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["request_id", "redact"],
+            "formatter": "sluice",
+        },
     },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {
+        # Not "uvicorn" itself: naming it would make uvicorn.access, its child, propagate to
+        # it and so turn on the access log that --no-access-log turned off.
+        "uvicorn.error": {"handlers": ["console"], "propagate": False, "level": "INFO"},
         "django.server": {"handlers": ["console"], "propagate": False, "filters": ["redact"]},
         # httpx names the upstream URL of every request at INFO: not for shared logs.
         "httpx": {"level": "WARNING"},

@@ -10,6 +10,7 @@ as production does (scripts/serve, two uvicorn workers).
 """
 
 import json
+import re
 import threading
 import time
 
@@ -159,3 +160,43 @@ def test_a_frozen_redis_slows_no_call_past_its_timeout(running):
     # One socket timeout (REDIS_TIMEOUT, 0.5 s) per worker at most, then the cache is left
     # alone for CACHE_RETRY_SECONDS.
     assert slowest < 2.0
+
+
+LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+ "
+    r"\[(-|req_[0-9a-f]+)\] "
+)
+
+
+def test_every_server_log_line_names_its_time_level_logger_and_request(running):
+    stack = running
+    stack.redis.stop()
+    time.sleep(1.2)  # the workers' copies of the shared versions expire: the call reads Redis
+    try:
+        answer = httpx.post(
+            f"{stack.url}/v1/chat/completions",
+            headers={"authorization": f"Bearer {stack.account['key']}"},
+            json={"model": "gpt-4o", "messages": HELLO},
+            timeout=10,
+        )
+        assert answer.status_code == 200
+    finally:
+        stack.redis.start()
+    lines = [line for line in stack.server_log().splitlines() if line.strip()]
+    # uvicorn's supervisor and workers, Django's and the relay's loggers: one format. Only a
+    # traceback's own lines (after the line that logged it) may look otherwise.
+    records = [line for line in lines if LINE.match(line)]
+    assert LINE.match(lines[0]) and "uvicorn.error" in lines[0], lines[0]
+    in_traceback, strays = False, []
+    for line in lines:
+        if LINE.match(line):
+            in_traceback = False
+        elif line.startswith("Traceback (most recent call last):"):
+            in_traceback = True
+        elif not in_traceback:
+            strays.append(line)
+    assert strays == []
+    assert any(" uvicorn.error [-] " in line for line in records)
+    # A line written while a call was served carries that call's id.
+    warned = [line for line in records if "shared cache unreachable" in line]
+    assert warned and all("[req_" in line for line in warned), warned
