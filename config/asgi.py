@@ -3,7 +3,8 @@
 ``/v1`` (and later ``/v1beta``, ``/mj``) is the hot path: relay.http serves it straight from
 the ASGI messages, without Django's request handler, middleware or URL resolver. The lifespan
 protocol closes the shared upstream HTTP clients on shutdown, which Django alone has no hook
-for. ``/healthz`` and ``/readyz`` (config.health) are answered here too, before either.
+for. ``/v1/realtime`` is a WebSocket, served by relay.realtime. ``/healthz`` and ``/readyz``
+(config.health) are answered here too, before either.
 """
 
 import os
@@ -19,7 +20,7 @@ from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
 from config import health  # noqa: E402
 from config.logging import redact_access_logs  # noqa: E402
-from relay import http, upstream, views  # noqa: E402
+from relay import http, realtime, upstream, views  # noqa: E402
 
 # Matched without regard to case, and the bare prefixes too: a near miss (/V1/chat/completions,
 # /v1) gets the relay's JSON 404 or 405, never the site's HTML page.
@@ -70,11 +71,21 @@ def relay_path(path: str) -> str | None:
     return None
 
 
+def is_realtime_path(path: str) -> bool:
+    """/v1/realtime, in any of the tolerant forms (/v1/v1/realtime, /realtime)."""
+    canonical = relay_path(path) or "/v1" + path
+    return canonical.rstrip("/").lower() == realtime.PATH
+
+
 async def application(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         await lifespan(receive, send)
     elif scope["type"] == "http" and scope["path"] in health.PATHS:
         await health.serve(scope, receive, send)
+    elif scope["type"] in ("websocket", "http") and is_realtime_path(scope["path"]):
+        # A WebSocket session; a plain HTTP request there is told to upgrade (426).
+        serve = realtime.serve if scope["type"] == "websocket" else realtime.refuse_http
+        await serve(scope, receive, send)
     elif scope["type"] == "http" and (path := relay_path(scope["path"])) is not None:
         if path != scope["path"]:
             scope = dict(scope, path=path, raw_path=path.encode())

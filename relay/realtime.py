@@ -761,18 +761,21 @@ class Session:
     # -- the end ---------------------------------------------------------------------------
 
     async def _end(self) -> None:
+        """Close the upstream (its close handshake bounded by CLOSE_TIMEOUT), settle or release
+        every hold, then close the client: within CLOSE_TIMEOUT, and not at all if it stopped
+        reading (uvicorn closes the connection when this handler returns)."""
         try:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # closed already, or it broke: either way
                 await self.upstream.close()
-            if not self.client_closed:
-                code, reason = self._client_close()
-                with contextlib.suppress(Exception):
-                    await self.send({"type": "websocket.close", "code": code, "reason": reason})
+            await self._close_holds()
         finally:
-            try:
-                await self._close_holds()
-            finally:
-                give_slot(self.admitted.key.id)
+            give_slot(self.admitted.key.id)
+        if self.client_closed or self.ended_by == "slow_client":
+            return
+        code, reason = self._client_close()
+        with contextlib.suppress(Exception):  # gone meanwhile, or not reading: uvicorn closes it
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.send({"type": "websocket.close", "code": code, "reason": reason})
 
     def _client_close(self) -> tuple[int, str]:
         if self.ended_by == "balance":
@@ -783,8 +786,6 @@ class Session:
                 3000 <= code < 5000
             )
             return (code, reason[:120]) if sendable else (1011, "upstream connection lost")
-        if self.ended_by == "slow_client":
-            return 1008, "client too slow to read"
         if self.ended_by == "error":
             return 1011, "server error"
         return 1000, ""

@@ -22,9 +22,9 @@ deltas, default 3), ``close_after`` (close the socket after that many deltas, wi
 more), ``silent`` (no answer at all), ``error`` (answer an ``error`` event naming the
 client's event instead of a response).
 
-`connections` records each session: its headers, query, the events it received and whether
-(and how) it closed; `close_all(code)` closes every open session from the server's side.
-No Django here.
+`connections` records each session: its headers, query, the events it received, how many
+deltas (text and audio pairs) it sent and whether (and how) it closed; `close_all(code)`
+closes every open session from the server's side. No Django here.
 """
 
 from __future__ import annotations
@@ -176,6 +176,7 @@ class MockRealtime:
             "beta": beta,
             "received": [],
             "binary": 0,
+            "deltas_sent": 0,
             "closed": None,
         }
         self.connections.append(record)
@@ -196,6 +197,7 @@ class MockRealtime:
             "lock": asyncio.Lock(),
             "beta": beta,
             "tasks": set(),
+            "record": record,
         }
         await self._send(ws, state, {"type": "session.created", "session": state["session"]})
         try:
@@ -289,6 +291,7 @@ class MockRealtime:
                         "delta": delta,
                     },
                 )
+            state["record"]["deltas_sent"] += 1
         if behaviour.get("hang"):
             return
         usage = behaviour.get("usage", DEFAULT_USAGE)

@@ -19,6 +19,7 @@ from accounts.models import ApiKey
 from accounts.services import create_api_key, create_user
 from billing import services as billing
 from billing.models import Hold, ModelPrice, UsageLog
+from relay import realtime
 from relay.realtime import InputEstimate, realtime_usage, upstream_url
 from relay.tokens import count_text
 from tests.conftest import ALICE_CREDIT, UPSTREAM_KEY, add_channel, eventually
@@ -433,6 +434,20 @@ def test_an_unknown_model_or_none_is_refused(relay_url, alice, alice_key, realti
         assert refused.value.response.status_code == status
 
 
+def test_the_tolerant_paths_reach_the_realtime_endpoint(
+    relay_url, alice, alice_key, realtime_channel, mock_realtime
+):
+    base = relay_url.replace("http://", "ws://")
+
+    async def session(url):
+        async with connect(url, additional_headers=bearer(alice_key)) as ws:
+            return (await until(ws, "session.created"))[-1]
+
+    for path in ("/v1/v1/realtime", "/realtime", "/v1/realtime/"):
+        assert run(session(f"{base}{path}?model={MODEL}"))["type"] == "session.created"
+    assert len(mock_realtime.connections) == 3
+
+
 def test_a_plain_http_request_is_told_to_upgrade(relay_url, alice_key):
     import httpx
 
@@ -554,6 +569,45 @@ def test_a_response_asked_for_and_never_started_is_released_at_the_end(
     books_balance()
 
 
+def test_a_client_that_stops_reading_holds_the_upstream_back_and_is_disconnected(
+    ws_url, alice, alice_key, realtime_channel, mock_realtime, books_balance, monkeypatch
+):
+    """Bounded buffers: the relay reads the upstream only as fast as the client takes frames,
+    so a client that stops reading stops the upstream too (flow control all the way back),
+    and after SEND_TIMEOUT seconds without progress the session is closed and billed."""
+    monkeypatch.setattr(realtime, "SEND_TIMEOUT", 1.0)
+    deltas = 3000  # 3000 x 6.4 KB of audio (~19 MB): far more than the socket buffers hold
+    mock_realtime.script({"deltas": deltas})
+
+    async def session():
+        # Uncompressed: the mock's silent audio would deflate to almost nothing on the wire.
+        async with connect(
+            ws_url,
+            additional_headers=bearer(alice_key),
+            max_queue=4,
+            compression=None,
+            close_timeout=1,
+        ) as ws:
+            await until(ws, "session.created")
+            await ws.send(json.dumps({"type": "response.create"}))
+            await asyncio.sleep(0.5)
+            sent_while_stalled = mock_realtime.connections[0]["deltas_sent"]
+            closed_upstream = await asyncio.to_thread(
+                eventually, lambda: mock_realtime.connections[0]["closed"] is not None
+            )
+            return sent_while_stalled, closed_upstream
+
+    sent_while_stalled, closed_upstream = run(session())
+    assert 0 < sent_while_stalled < deltas
+    assert closed_upstream
+    assert mock_realtime.connections[0]["deltas_sent"] < deltas
+    [row] = settled(1)
+    assert row.status == UsageLog.Status.CLIENT_GONE
+    assert row.quota > 0
+    assert eventually(no_open_holds)
+    books_balance()
+
+
 def test_binary_frames_are_relayed_both_ways(
     ws_url,
     alice,
@@ -644,23 +698,3 @@ def test_the_upstream_url_is_the_channel_base_with_ws():
         upstream_url("https://relay.example/v1/", "m") == "wss://relay.example/v1/realtime?model=m"
     )
     assert upstream_url("http://127.0.0.1:9/v1", "m") == "ws://127.0.0.1:9/v1/realtime?model=m"
-
-
-# TEMPORARY (until config.asgi routes /v1/realtime): the app with the realtime route in front.
-@pytest.fixture(scope="session")
-def relay_server():
-    from config.asgi import application
-    from relay import realtime
-    from tests.conftest import ServerThread
-
-    async def app(scope, receive, send):
-        if scope["type"] == "websocket":
-            await realtime.serve(scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] == "/v1/realtime":
-            await realtime.refuse_http(scope, receive, send)
-        else:
-            await application(scope, receive, send)
-
-    server = ServerThread(app=app).start()
-    yield server
-    server.stop()
