@@ -8,6 +8,7 @@ from django.template.response import TemplateResponse
 from accounts import secrets as key_secrets
 from accounts.models import AccessToken, ApiKey, SiteSettings, User
 from billing import services as billing
+from billing import subkeys
 from billing.admin import group_choice_field
 
 
@@ -15,7 +16,15 @@ class UserChangeForm(DjangoUserAdmin.form):
     adjust_quota = forms.IntegerField(
         required=False, help_text="Quota to add (negative to take); 500000 = $1. Ledgered."
     )
-    adjust_note = forms.CharField(required=False, max_length=255)
+    adjust_note = forms.CharField(
+        required=False, max_length=255, help_text="The reason (required with an adjustment)."
+    )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("adjust_quota") and not (data.get("adjust_note") or "").strip():
+            self.add_error("adjust_note", "Say why: the reason is kept in the ledger.")
+        return data
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -35,10 +44,11 @@ class UserAdmin(DjangoUserAdmin):
         "quota",
         "used_quota",
         "request_count",
+        "is_reseller",
         "is_staff",
         "is_active",
     )
-    list_filter = ("group", "is_staff", "is_active")
+    list_filter = ("group", "is_reseller", "is_staff", "is_active")
     readonly_fields = (
         "quota",
         "used_quota",
@@ -46,6 +56,7 @@ class UserAdmin(DjangoUserAdmin):
         "invite_code",
         "last_login",
         "date_joined",
+        "low_balance_notified_at",
     )
     fieldsets = DjangoUserAdmin.fieldsets + (
         (
@@ -60,6 +71,9 @@ class UserAdmin(DjangoUserAdmin):
                     "request_count",
                     "invite_code",
                     "inviter",
+                    "is_reseller",
+                    "low_balance_threshold",
+                    "low_balance_notified_at",
                 )
             },
         ),
@@ -107,16 +121,42 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "name",
         "user",
         "status",
+        "carved",
         "unlimited_quota",
         "remaining_quota",
         "used_quota",
         "expires_at",
         "last_used_at",
     )
-    list_filter = ("status", "unlimited_quota")
+    list_filter = ("status", "unlimited_quota", "carved")
     search_fields = ("name", "user__username")
-    readonly_fields = ("hint", "remaining_quota", "used_quota", "created_at", "last_used_at")
+    readonly_fields = (
+        "hint",
+        "carved",
+        "revoked_at",
+        "remaining_quota",
+        "used_quota",
+        "created_at",
+        "last_used_at",
+    )
     raw_id_fields = ("user",)
+    actions = ("revoke_sub_keys",)
+
+    def has_delete_permission(self, request, obj=None):
+        # A carved sub-key is a record of money: revoked (its balance returned), never deleted.
+        return super().has_delete_permission(request, obj) and not (obj and obj.carved)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.carved:  # its balance moves only by top-up or revocation
+            return (*self.readonly_fields, "unlimited_quota")
+        return self.readonly_fields
+
+    @admin.action(description="Revoke selected sub-keys (their balance goes back)")
+    def revoke_sub_keys(self, request, queryset):
+        returned = sum(
+            subkeys.revoke_key(api_key=key, by=request.user) for key in queryset.filter(carved=True)
+        )
+        self.message_user(request, f"Returned {returned} quota to the resellers.")
 
     def save_model(self, request, obj, form, change):
         if not change:
@@ -124,7 +164,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             obj.set_key(obj.key_in_clear)
         super().save_model(request, obj, form, change)
         limit = form.cleaned_data.get("limit")
-        if limit is not None and not obj.unlimited_quota:
+        if limit is not None and not obj.unlimited_quota and not obj.carved:
             billing.set_key_limit(
                 api_key=obj, remaining=limit, by=request.user, note="set in admin"
             )

@@ -64,12 +64,31 @@ class User(KeepsMoneyFields, AbstractUser):
     inviter = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="invitees"
     )
+    is_reseller = models.BooleanField(
+        default=False, help_text="May carve sub-keys: keys with a balance of their own."
+    )
+    # The low-balance notice (billing.notices): one email when the balance falls to the
+    # threshold or below, then none until it has risen above it again.
+    low_balance_threshold = models.BigIntegerField(
+        null=True, blank=True, help_text="Email me when my balance falls to this, quota units."
+    )
+    low_balance_notified_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+
+class CarvedKeyProtected(Exception):
+    """A carved sub-key is a record of money: it is revoked (its balance returned), never
+    deleted."""
 
 
 class ApiKeyQuerySet(models.QuerySet):
     def find(self, key: str):
         """The key's row, found by its lookup HMAC (the only way keys are looked up)."""
         return self.filter(lookup_hash=key_secrets.lookup_hash(key))
+
+    def delete(self):
+        if self.filter(carved=True).exists():
+            raise CarvedKeyProtected("Carved sub-keys are revoked, not deleted.")
+        return super().delete()
 
 
 class ApiKey(KeepsMoneyFields, models.Model):
@@ -94,6 +113,13 @@ class ApiKey(KeepsMoneyFields, models.Model):
     # billing.services.set_key_limit, which writes the ledger row.
     remaining_quota = models.BigIntegerField(default=0, editable=False)
     used_quota = models.BigIntegerField(default=0, editable=False)  # quota units
+    # A carved sub-key (billing.subkeys) holds money of its own in ``remaining_quota``, moved
+    # there from its reseller's balance; its calls spend that alone. Set at creation, never
+    # changed (the ledger batch reads it under the key's lock, billing.batch).
+    carved = models.BooleanField(default=False, editable=False)
+    revoked_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="A revoked sub-key's balance went back."
+    )
     allowed_models = models.JSONField(default=list, blank=True, help_text="Empty: all models.")
     allowed_ips = models.JSONField(default=list, blank=True, help_text="IPs/CIDRs; empty: any.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -106,6 +132,11 @@ class ApiKey(KeepsMoneyFields, models.Model):
 
     def __str__(self):
         return f"{self.name or 'key'} ({self.hint})"
+
+    def delete(self, *args, **kwargs):
+        if self.carved:
+            raise CarvedKeyProtected("Carved sub-keys are revoked, not deleted.")
+        return super().delete(*args, **kwargs)
 
     def set_key(self, key: str) -> None:
         self.lookup_hash = key_secrets.lookup_hash(key)
@@ -150,6 +181,12 @@ class SiteSettings(models.Model):
     shop_url = models.URLField(blank=True, help_text="Where people buy redemption codes.")
     topup_note = models.TextField(
         blank=True, help_text="Shown on the top-up page (Markdown: prices, exchange rate)."
+    )
+    key_page_title = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text='Title of the key-holder page /key (empty: "API key balance"); the page '
+        "names nothing else of the site, so resellers' customers see only this.",
     )
     chat_link_template = models.CharField(
         max_length=500,

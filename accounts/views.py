@@ -4,10 +4,16 @@ Every page but home, pricing and docs needs a login. Anything named by an id in 
 a token) is looked up among the signed-in user's own rows, so another user's id is a 404.
 """
 
+from datetime import datetime, time
+from decimal import Decimal
+
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
@@ -17,9 +23,10 @@ from accounts.models import AccessToken, ApiKey
 from accounts.services import create_api_key
 from accounts.templatetags.money import usd
 from accounts.tokens import create_access_token, revoke_access_token
+from billing import notices, subkeys
 from billing import services as billing
 from billing.price_list import price_list
-from billing.pricing import group_ratio_for
+from billing.pricing import QUOTA_PER_USD, group_ratio_for
 from billing.redemption import RedemptionRefused, redeem_code
 
 
@@ -61,7 +68,15 @@ def _key_models(request, key: ApiKey | None = None) -> list[str]:
     return sorted(models)
 
 
-def _keys_page(request, *, form=None, revealed: ApiKey | None = None, status=200):
+def _keys_page(
+    request,
+    *,
+    form=None,
+    revealed: ApiKey | None = None,
+    status=200,
+    sub_key_form=None,
+    carved_keys: list[str] | None = None,
+):
     return render(
         request,
         "site/keys.html",
@@ -70,9 +85,95 @@ def _keys_page(request, *, form=None, revealed: ApiKey | None = None, status=200
             "form": form or KeyForm(models=_key_models(request)),
             "revealed": revealed,
             "revealed_key": revealed.reveal() if revealed else "",
+            "sub_key_form": sub_key_form or SubKeyForm(),
+            "carved_keys": carved_keys or [],
         },
         status=status,
     )
+
+
+# --- Resellers' sub-keys (billing.subkeys) ---------------------------------------------------
+
+
+def _quota_of(dollars: Decimal) -> int:
+    return int(dollars * QUOTA_PER_USD)
+
+
+class SubKeyForm(forms.Form):
+    """Sub-keys a reseller carves: each holds ``carve_usd`` moved from the balance."""
+
+    name = forms.CharField(max_length=100, required=False)
+    carve_usd = forms.DecimalField(min_value=Decimal("0.000002"), max_digits=14, decimal_places=6)
+    count = forms.IntegerField(min_value=1, max_value=100, initial=1)
+    expires_on = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+
+class AmountForm(forms.Form):
+    amount_usd = forms.DecimalField(min_value=Decimal("0.000002"), max_digits=14, decimal_places=6)
+
+
+@login_required
+@require_POST
+def sub_keys_create(request):
+    if not request.user.is_reseller:
+        messages.error(request, _("Only resellers can carve sub-keys."))
+        return _keys_page(request, status=403)
+    form = SubKeyForm(request.POST)
+    if not form.is_valid():
+        return _keys_page(request, sub_key_form=form, status=400)
+    data = form.cleaned_data
+    day = data["expires_on"]  # the end of that day in the site's time zone, as for keys
+    expires_at = timezone.make_aware(datetime.combine(day, time.max)) if day else None
+    made = []
+    try:
+        with transaction.atomic():
+            for _n in range(data["count"]):
+                key, clear = create_api_key(
+                    user=request.user, name=data["name"], expires_at=expires_at
+                )
+                subkeys.carve_key(api_key=key, amount=_quota_of(data["carve_usd"]), by=request.user)
+                made.append(clear)
+    except subkeys.SubkeyRefused as refusal:  # nothing was made
+        messages.error(request, refusal.message)
+        return _keys_page(request, sub_key_form=form, status=400)
+    # The new keys in this answer only (never in a message: those may travel in a cookie).
+    response = _keys_page(request, carved_keys=made)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def sub_key_top_up(request, key_id: int):
+    key = _own_key(request, key_id)
+    form = AmountForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("Enter an amount above zero."))
+        return redirect("keys")
+    try:
+        subkeys.top_up_key(
+            api_key=key, amount=_quota_of(form.cleaned_data["amount_usd"]), by=request.user
+        )
+    except subkeys.SubkeyRefused as refusal:
+        messages.error(request, refusal.message)
+    else:
+        messages.success(request, _("Sub-key topped up."))
+    return redirect("keys")
+
+
+@login_required
+@require_POST
+def sub_key_revoke(request, key_id: int):
+    key = _own_key(request, key_id)
+    try:
+        returned = subkeys.revoke_key(api_key=key, by=request.user)
+    except subkeys.SubkeyRefused as refusal:
+        messages.error(request, refusal.message)
+    else:
+        messages.success(
+            request, _("Sub-key revoked; %(amount)s returned.") % {"amount": usd(returned)}
+        )
+    return redirect("keys")
 
 
 @login_required
@@ -109,6 +210,9 @@ def key_reveal(request, key_id: int):
 @require_POST
 def key_toggle(request, key_id: int):
     key = _own_key(request, key_id)
+    if key.revoked_at is not None:
+        messages.error(request, _("A revoked sub-key stays disabled."))
+        return redirect("keys")
     enabled = key.status == ApiKey.Status.ENABLED
     key.status = ApiKey.Status.DISABLED if enabled else ApiKey.Status.ENABLED
     key.save(update_fields=["status"])
@@ -131,7 +235,9 @@ def key_edit(request, key_id: int):
     key.allowed_ips = form.cleaned_data["allowed_ips"]
     key.save(update_fields=["name", "expires_at", "allowed_models", "allowed_ips"])
     quota = form.quota
-    if quota is None and not key.unlimited_quota:
+    if key.carved:  # a sub-key's balance moves by top-up or revocation only
+        pass
+    elif quota is None and not key.unlimited_quota:
         billing.set_key_limit(api_key=key, remaining=None, by=request.user, note="site")
     elif quota is not None and (key.unlimited_quota or quota != key.remaining_quota):
         billing.set_key_limit(api_key=key, remaining=quota, by=request.user, note="site")
@@ -143,6 +249,9 @@ def key_edit(request, key_id: int):
 @require_POST
 def key_delete(request, key_id: int):
     key = _own_key(request, key_id)
+    if key.carved:
+        messages.error(request, _("A sub-key is revoked (its balance returned), not deleted."))
+        return redirect("keys")
     key.delete()
     messages.success(request, _("Key deleted. Calls made with it stop at once."))
     return redirect("keys")
@@ -204,14 +313,48 @@ def invite(request):
     )
 
 
-def _settings_page(request, *, form=None, new_token: str = "", status=200):
+def _settings_page(request, *, form=None, new_token: str = "", status=200, threshold_form=None):
     tokens = AccessToken.objects.filter(user=request.user).order_by("revoked_at", "-id")
     return render(
         request,
         "site/settings.html",
-        {"tokens": tokens, "token_form": form or AccessTokenForm(), "new_token": new_token},
+        {
+            "tokens": tokens,
+            "token_form": form or AccessTokenForm(),
+            "new_token": new_token,
+            "threshold_form": threshold_form or LowBalanceForm.for_user(request.user),
+        },
         status=status,
     )
+
+
+class LowBalanceForm(forms.Form):
+    """The low-balance notice's threshold, in dollars (empty: no notice)."""
+
+    threshold_usd = forms.DecimalField(
+        required=False, min_value=Decimal(0), max_digits=12, decimal_places=2
+    )
+
+    @classmethod
+    def for_user(cls, user) -> "LowBalanceForm":
+        quota = user.low_balance_threshold
+        dollars = None if quota is None else Decimal(quota) / QUOTA_PER_USD
+        return cls(initial={"threshold_usd": dollars})
+
+    def threshold(self) -> int | None:
+        dollars = self.cleaned_data["threshold_usd"]
+        return None if dollars is None else int(dollars * QUOTA_PER_USD)
+
+
+@login_required
+@require_POST
+def low_balance_threshold(request):
+    form = LowBalanceForm(request.POST)
+    if not form.is_valid():
+        return _settings_page(request, threshold_form=form, status=400)
+    notices.set_low_balance_threshold(user=request.user, threshold=form.threshold())
+    messages.success(request, _("Low-balance notice saved."))
+    return redirect("settings")
 
 
 @login_required

@@ -39,6 +39,8 @@ class ApiKeySerializer(serializers.ModelSerializer):
             "allowed_ips",
             "created_at",
             "last_used_at",
+            "carved",
+            "revoked_at",
         )
         read_only_fields = fields
 
@@ -90,6 +92,27 @@ class KeyCreateSerializer(KeySettingsSerializer):
         required=False,
         help_text="Make this many keys alike (answered as a list).",
     )
+    carve = serializers.IntegerField(
+        min_value=1,
+        required=False,
+        help_text="Resellers: make sub-keys, each holding this much quota moved from your "
+        "balance (all or none). Not with `quota`.",
+    )
+
+    def validate(self, data):
+        if data.get("carve") is not None and data.get("quota") is not None:
+            raise serializers.ValidationError("A sub-key's balance is `carve`; leave out `quota`.")
+        return data
+
+
+class AmountSerializer(serializers.Serializer):
+    amount = serializers.IntegerField(min_value=1, help_text="Quota units (500,000 = $1).")
+
+
+class RevokedSerializer(serializers.Serializer):
+    returned = serializers.IntegerField(help_text="Quota moved back to your balance.")
+    returned_usd = serializers.CharField()
+    key = ApiKeySerializer()
 
 
 class KeyUpdateSerializer(KeySettingsSerializer):
@@ -167,6 +190,18 @@ class ProfileSerializer(serializers.Serializer):
     invite_code = serializers.CharField()
     balance = BalanceSerializer()
     tier = MembershipSerializer(allow_null=True)
+    low_balance_threshold = serializers.IntegerField(
+        allow_null=True, help_text="Quota units; an email when the balance falls to it."
+    )
+
+
+class ProfileUpdateSerializer(serializers.Serializer):
+    low_balance_threshold = serializers.IntegerField(
+        min_value=0,
+        allow_null=True,
+        help_text="Quota units (500,000 = $1): one email when the balance falls to it, then "
+        "none until it rises above it again; null turns the notice off.",
+    )
 
 
 class RedeemSerializer(serializers.Serializer):

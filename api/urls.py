@@ -15,6 +15,8 @@ urlpatterns = [
     path("tiers/<int:tier_id>/buy", views.BuyTierView.as_view(), name="api-tier-buy"),
     path("keys", views.KeysView.as_view(), name="api-keys"),
     path("keys/<int:key_id>", views.KeyView.as_view(), name="api-key"),
+    path("keys/<int:key_id>/top-up", views.KeyTopUpView.as_view(), name="api-key-top-up"),
+    path("keys/<int:key_id>/revoke", views.KeyRevokeView.as_view(), name="api-key-revoke"),
     path("logs", views.LogsView.as_view(), name="api-logs"),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -18,6 +18,7 @@ from accounts.models import ApiKey
 from accounts.services import create_api_key
 from accounts.site import client_ip
 from api import serializers as shapes
+from billing import notices, subkeys
 from billing import services as billing
 from billing.models import UsageLog, VipTier
 from billing.price_list import price_list
@@ -52,8 +53,19 @@ class ProfileView(APIView):
             "invite_code": user.invite_code,
             "balance": balance_of(user),
             "tier": current_membership(user),
+            "low_balance_threshold": user.low_balance_threshold,
         }
         return Response(shapes.ProfileSerializer(body).data)
+
+    @extend_schema(request=shapes.ProfileUpdateSerializer, responses=shapes.ProfileSerializer)
+    def patch(self, request):
+        """Set your low-balance notice's threshold (null: off)."""
+        form = shapes.ProfileUpdateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        notices.set_low_balance_threshold(
+            user=request.user, threshold=form.validated_data["low_balance_threshold"]
+        )
+        return self.get(request)
 
 
 class BalanceView(APIView):
@@ -164,15 +176,22 @@ class KeysView(APIView):
         form = shapes.KeyCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         data = form.validated_data
-        count = data.get("count")
+        count, carve = data.get("count"), data.get("carve")
+        if carve is not None and not request.user.is_reseller:
+            return _refused("not_reseller", "Only resellers can carve sub-keys.", status=403)
         made = []
-        with transaction.atomic():
-            for _ in range(count or 1):
-                key, clear = create_api_key(
-                    user=request.user, quota=data.get("quota"), **_settings_of(data)
-                )
-                key.key = clear
-                made.append(key)
+        try:
+            with transaction.atomic():
+                for _ in range(count or 1):
+                    key, clear = create_api_key(
+                        user=request.user, quota=data.get("quota"), **_settings_of(data)
+                    )
+                    if carve is not None:
+                        subkeys.carve_key(api_key=key, amount=carve, by=request.user)
+                    key.key = clear
+                    made.append(key)
+        except subkeys.SubkeyRefused as refusal:  # nothing was made
+            return _refused(refusal.reason, refusal.message)
         if count is None:
             return Response(shapes.NewApiKeySerializer(made[0]).data, status=201)
         return Response({"keys": shapes.NewApiKeySerializer(made, many=True).data}, status=201)
@@ -195,6 +214,10 @@ class KeyView(APIView):
         form = shapes.KeyUpdateSerializer(data=request.data, partial=True)
         form.is_valid(raise_exception=True)
         data = form.validated_data
+        if key.carved and "quota" in data:
+            return _refused("carved_key", "A sub-key's balance is topped up, not set.")
+        if key.revoked_at is not None and data.get("status") == ApiKey.Status.ENABLED:
+            return _refused("revoked", "A revoked sub-key stays disabled.")
         with transaction.atomic():
             changed = _settings_of(data)
             if "status" in data:
@@ -208,11 +231,51 @@ class KeyView(APIView):
         key.refresh_from_db()
         return Response(shapes.ApiKeySerializer(key).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, 400: shapes.RefusalSerializer})
     def delete(self, request, key_id: int):
-        """Delete a key: calls made with it stop at once."""
-        self._key(request, key_id).delete()
+        """Delete a key: calls made with it stop at once. A sub-key is revoked instead."""
+        key = self._key(request, key_id)
+        if key.carved:
+            return _refused("carved_key", "A sub-key is revoked, not deleted.")
+        key.delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _refused(reason: str, detail: str, *, status: int = 400) -> Response:
+    return Response({"reason": reason, "detail": detail}, status=status)
+
+
+class KeyTopUpView(APIView):
+    @extend_schema(
+        request=shapes.AmountSerializer,
+        responses={200: shapes.ApiKeySerializer, 400: shapes.RefusalSerializer},
+    )
+    def post(self, request, key_id: int):
+        """Move ``amount`` more quota from your balance into one of your sub-keys."""
+        key = get_object_or_404(ApiKey, id=key_id, user=request.user)
+        form = shapes.AmountSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            subkeys.top_up_key(api_key=key, amount=form.validated_data["amount"], by=request.user)
+        except subkeys.SubkeyRefused as refusal:
+            return _refused(refusal.reason, refusal.message)
+        return Response(shapes.ApiKeySerializer(key).data)
+
+
+class KeyRevokeView(APIView):
+    @extend_schema(
+        request=None, responses={200: shapes.RevokedSerializer, 400: shapes.RefusalSerializer}
+    )
+    def post(self, request, key_id: int):
+        """Revoke one of your sub-keys: it stops at once and what is left of its balance
+        comes back to yours (what calls in flight leave unspent follows within minutes)."""
+        key = get_object_or_404(ApiKey, id=key_id, user=request.user)
+        try:
+            returned = subkeys.revoke_key(api_key=key, by=request.user)
+        except subkeys.SubkeyRefused as refusal:
+            return _refused(refusal.reason, refusal.message)
+        body = {"returned": returned, "returned_usd": shapes.usd(returned), "key": key}
+        return Response(shapes.RevokedSerializer(body).data)
 
 
 # --- Logs --------------------------------------------------------------------------------------

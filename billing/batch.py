@@ -65,7 +65,7 @@ def apply_batch(operations: Sequence[Operation], *, durable: bool = True) -> lis
     locks: Locks = [
         (HOLD_TABLE, HOLD_COLUMNS, {hold.id for hold in closing}),
         (USER_TABLE, "quota", user_ids),
-        (KEY_TABLE, "remaining_quota", key_ids),
+        (KEY_TABLE, KEY_LOCK_COLUMN, key_ids),
     ]
     run = _run_on_postgres if connection.vendor == "postgresql" else _run_on_sqlite
     return run(operations, locks, wait_for_disk=durable and bool(closing))
@@ -75,6 +75,13 @@ def apply_batch(operations: Sequence[Operation], *, durable: bool = True) -> lis
 # (a replayed settlement checks it is settling the same hold).
 HOLD_COLUMNS = "status, user_id, amount, expires_at"
 HoldIdentity = tuple[int, int, datetime]  # user id, amount, expiry
+
+
+# A key's lock reads its balance and whether it is carved (a sub-key with a balance of its
+# own, accounts.ApiKey.carved) in the one value the read returns per row: twice the balance,
+# plus one when carved. ``_Books`` splits it (``>> 1`` and ``& 1`` are exact for negative
+# balances too). The same read, so a carved key costs the batch no extra round trip.
+KEY_LOCK_COLUMN = "remaining_quota * 2 + CASE WHEN carved THEN 1 ELSE 0 END"
 
 
 class _Books:
@@ -90,7 +97,9 @@ class _Books:
     ):
         self.holds = {row[0]: row[1] for row in holds}  # id -> status
         self.identities: dict[int, HoldIdentity] = {row[0]: tuple(row[2:]) for row in holds}
-        self.users, self.keys = users, keys  # id -> balance
+        self.users = users  # id -> balance
+        self.keys = {key_id: read >> 1 for key_id, read in keys.items()}  # id -> balance
+        self.carved = {key_id for key_id, read in keys.items() if read & 1}
         self.now = now
         self.user_changes: defaultdict[int, list[int]] = defaultdict(
             lambda: [0, 0, 0]  # id -> [quota, used, requests]
@@ -112,6 +121,8 @@ class _Books:
 
     def reserve(self, op: Reserve) -> HoldRow | InsufficientQuota:
         least = op.amount if op.minimum is None else min(op.minimum, op.amount)
+        if op.api_key_id in self.carved:
+            return self._reserve_carved(op, least)
         balance = self.users.get(op.user_id)
         if balance is None or balance < least or balance <= 0:
             return InsufficientQuota("balance", spent=balance is None or balance <= 0)
@@ -123,6 +134,20 @@ class _Books:
             amount = min(amount, remaining)
         key_amount = 0 if op.unlimited_key else amount
         self.give(op.user_id, op.api_key_id, -amount, -key_amount)
+        return self._hold(op, amount, key_amount)
+
+    def _reserve_carved(self, op: Reserve, least: int) -> HoldRow | InsufficientQuota:
+        """A carved key's hold: from the key's own balance alone, whatever its reseller's
+        balance is (the reseller's row is locked but never read or changed)."""
+        balance = self.keys.get(op.api_key_id)
+        if balance is None or balance < least or balance <= 0:
+            return InsufficientQuota("key", spent=balance is None or balance <= 0)
+        amount = min(op.amount, balance)
+        self.give(op.user_id, op.api_key_id, 0, -amount)
+        # The hold takes nothing from the user (``amount`` 0), all of it from the key.
+        return self._hold(op, 0, amount)
+
+    def _hold(self, op: Reserve, amount: int, key_amount: int) -> HoldRow:
         row = {
             "user_id": op.user_id,
             "api_key_id": op.api_key_id,
@@ -155,12 +180,17 @@ class _Books:
         else:
             self.holds[hold.id] = self.closed[hold.id] = Hold.Status.SETTLED
         cost = op.price.charge(op.usage, op.group_ratio) if op.cost is None else op.cost
-        # A limited key pays from its allowance too; an unlimited key's hold took nothing.
-        key_cost = cost if hold.key_amount else 0
-        self.give(hold.user_id, hold.api_key_id, returned - cost, key_returned - key_cost)
-        self.user_changes[hold.user_id][1] += cost
-        self.user_changes[hold.user_id][2] += 1
-        if hold.api_key_id is not None:  # None: the key was deleted since
+        carved = hold.api_key_id in self.carved
+        if carved:  # the key's balance pays it all; the reseller's is not touched
+            self.give(hold.user_id, hold.api_key_id, 0, key_returned - cost)
+            key_cost = cost
+        else:
+            # A limited key pays from its allowance too; an unlimited key's hold took nothing.
+            key_cost = cost if hold.key_amount else 0
+            self.give(hold.user_id, hold.api_key_id, returned - cost, key_returned - key_cost)
+            self.user_changes[hold.user_id][1] += cost
+            self.user_changes[hold.user_id][2] += 1
+        if hold.api_key_id is not None:  # None: the key was deleted since (never a carved one)
             key = self.key_changes[hold.api_key_id]
             key[1] += cost
             key[2] = True
@@ -230,6 +260,7 @@ class _Books:
                 "latency_ms": min(max(call.latency_ms, 0), 2**31 - 1),
                 "client_ip": _storable_ip(call.client_ip),
                 "error": call.error[:64],
+                "carved": hold.api_key_id in self.carved,
                 "created_at": self.now,
             }
         )

@@ -42,6 +42,35 @@ LIST_PRICES = {
     # DeepSeek (V3.2 prices; cache hit vs miss)
     "deepseek-chat": ("0.28", "0.42", "0.028", None, 8_192),
     "deepseek-reasoner": ("0.28", "0.42", "0.028", None, 65_536),
+    # OpenAI's image model billed by tokens: input at the image-input price ($10; text input is
+    # $5, so a prompt's few tokens are billed a little above list), output images at $40.
+    "gpt-image-1": ("10", "40", "2.50", None, 0),
+}
+
+# Models billed per call rather than by tokens, in quota units (500,000 = $1), from OpenAI's
+# price page: per image by "SIZE/QUALITY" or "SIZE", per 1,000 characters of speech, per
+# minute of audio transcribed or translated.
+PER_CALL_PRICES: dict[str, dict] = {
+    "dall-e-3": {
+        "image_quotas": {
+            "1024x1024": 20_000,  # $0.040
+            "1024x1792": 40_000,  # $0.080
+            "1792x1024": 40_000,
+            "1024x1024/hd": 40_000,  # $0.080
+            "1024x1792/hd": 60_000,  # $0.120
+            "1792x1024/hd": 60_000,
+        }
+    },
+    "dall-e-2": {
+        "image_quotas": {"256x256": 8_000, "512x512": 9_000, "1024x1024": 10_000}  # $0.016-0.02
+    },
+    "tts-1": {"speech_1k_chars_quota": 7_500},  # $15 per 1M characters
+    "tts-1-hd": {"speech_1k_chars_quota": 15_000},  # $30 per 1M characters
+    # Billed by OpenAI in tokens, about $0.015 a minute of speech: about 1,000 characters.
+    "gpt-4o-mini-tts": {"speech_1k_chars_quota": 7_500},
+    "whisper-1": {"audio_minute_quota": 3_000},  # $0.006 a minute
+    "gpt-4o-transcribe": {"audio_minute_quota": 3_000},  # $0.006 a minute (OpenAI's estimate)
+    "gpt-4o-mini-transcribe": {"audio_minute_quota": 1_500},  # $0.003 a minute
 }
 
 
@@ -75,6 +104,11 @@ def load_default_prices(model_price) -> int:
         defaults = {name: value for name, value in ratios(*row).items() if name in known}
         _, made = model_price.objects.get_or_create(model=model, defaults=defaults)
         created += made
+    for model, fields in PER_CALL_PRICES.items():
+        # Only once the per-call columns exist: a row without its price would be free.
+        if set(fields) <= known:
+            _, made = model_price.objects.get_or_create(model=model, defaults=fields)
+            created += made
     return created
 
 

@@ -32,6 +32,11 @@ class LedgerEntry(models.Model):
         VIP_PURCHASE = "vip_purchase", "VIP tier purchase"
         ADJUSTMENT = "adjustment"
         KEY_LIMIT = "key_limit", "key limit change"
+        # A reseller's money moving into a carved sub-key (carving it, topping it up) and
+        # back (revoking it, or its expiry): each movement is two rows, one per side, the
+        # reseller's in ``amount`` and the key's in ``key_amount`` (billing.subkeys).
+        TO_SUBKEY = "to_subkey", "moved to a sub-key"
+        FROM_SUBKEY = "from_subkey", "returned from a sub-key"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ledger_entries"
@@ -153,6 +158,9 @@ class UsageLog(models.Model):
     quota = models.BigIntegerField(default=0, help_text="Charged, quota units.")
     key_quota = models.BigIntegerField(
         default=0, help_text="Charged to the key's allowance (0 for unlimited keys)."
+    )
+    carved = models.BooleanField(
+        default=False, help_text="Paid by a carved sub-key's balance, not the user's."
     )
     # The prices it was charged at, so a later price change never rewrites history.
     group_ratio = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal(1))

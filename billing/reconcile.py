@@ -1,7 +1,10 @@
 """Proof that the books balance: a read of every balance, hold, ledger row and journal row.
 
 For every user and every key, ``balance + open holds == sum(ledger) - sum(consumption)``
-(billing.models). ``manage.py reconcile`` and the tests' ``books_balance`` fixture ask this.
+(billing.models). For a carved sub-key that reads: key balance + its open holds == moved in -
+moved out - its consumption (its ledger rows are the transfers, billing.subkeys); its calls'
+journal rows (``UsageLog.carved``) count against the key only, never its reseller.
+``manage.py reconcile`` and the tests' ``books_balance`` fixture ask this.
 """
 
 from collections.abc import Iterable, Iterator
@@ -49,7 +52,9 @@ def reconcile() -> list[Discrepancy]:
         key_holds = _sums(open_holds.exclude(api_key=None), "api_key_id", "key_amount")
         user_ledger = _sums(LedgerEntry.objects.all(), "user_id", "amount")
         key_ledger = _sums(LedgerEntry.objects.exclude(api_key=None), "api_key_id", "key_amount")
-        user_journal = _sums(UsageLog.objects.all(), "user_id", "quota")
+        # A carved sub-key's calls are paid by the key alone: its reseller's books leave them
+        # out (billing.subkeys).
+        user_journal = _sums(UsageLog.objects.filter(carved=False), "user_id", "quota")
         key_journal = _sums(UsageLog.objects.exclude(api_key=None), "api_key_id", "key_quota")
         users = User.objects.values_list("id", "quota")
         keys = ApiKey.objects.values_list("id", "remaining_quota")

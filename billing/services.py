@@ -63,6 +63,8 @@ def set_key_limit(
     """Give a key an allowance of ``remaining`` quota (None: unlimited), with its ledger row."""
     with transaction.atomic():
         key = ApiKey.objects.select_for_update().get(id=api_key.id)
+        if key.carved:  # its balance is money moved in, never set (billing.subkeys)
+            raise ValueError("A carved sub-key's balance is topped up or revoked, not set.")
         if remaining is None:
             key.unlimited_quota = True
             key.save(update_fields=["unlimited_quota"])
@@ -87,11 +89,17 @@ def set_key_limit(
 
 def spent_limit(*, user_id: int, api_key_id: int) -> Limit | None:
     """Which limit is at or below zero, if one is: "balance" (the user's) or "key" (the key's
-    own allowance, which matters only for a limited key). A read, for refusing a call before
-    its body is read; the hold itself is what decides."""
+    own allowance, which matters only for a limited key, or a carved key's balance). A read,
+    for refusing a call before its body is read; the hold itself is what decides."""
+    key = (
+        ApiKey.objects.filter(id=api_key_id)
+        .values("unlimited_quota", "remaining_quota", "carved")
+        .first()
+    )
+    if key and key["carved"]:  # a carved key spends its own balance, never its owner's
+        return "key" if key["remaining_quota"] <= 0 else None
     if not User.objects.filter(id=user_id, quota__gt=0).exists():
         return "balance"
-    key = ApiKey.objects.filter(id=api_key_id).values("unlimited_quota", "remaining_quota").first()
     if key and not key["unlimited_quota"] and key["remaining_quota"] <= 0:
         return "key"
     return None

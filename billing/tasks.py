@@ -25,3 +25,19 @@ def expire_trials() -> int:
     from billing import trials
 
     return trials.expire_trials()
+
+
+@shared_task
+def return_subkey_balances() -> int:
+    """Give resellers back what is left in their revoked or expired sub-keys (billing.subkeys)."""
+    from billing import subkeys
+
+    return subkeys.return_subkey_balances()
+
+
+@shared_task
+def notify_low_balances() -> int:
+    """Email users whose balance fell to their threshold, each once (billing.notices)."""
+    from billing import notices
+
+    return notices.notify_low_balances()

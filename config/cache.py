@@ -35,9 +35,23 @@ change made behind Django's back (SQL) sends no signal: it is noticed once the c
 within RELAY_CACHE_SECONDS for channels, and for prices (plus RELAY_LOCAL_CACHE_SECONDS);
 within twice that for keys (a process may have copied a shared entry about to expire).
 
+When the shared cache cannot be reached (Redis stopped, restarting, or not answering within
+its socket timeout), nothing fails because of it: ``shared_cache()`` is a ``TolerantCache``
+that reads as "not there" and drops writes, so keys, prices and group ratios come from this
+process's copies while they are fresh and from the database after; a shared version it cannot
+read is "unknown", a number never seen before, kept in ``memo`` for
+RELAY_LOCAL_CACHE_SECONDS like any version, so copies made meanwhile live that long and no
+longer. After a failure the cache is not asked again for CACHE_RETRY_SECONDS; the first
+operation after that which succeeds ends the outage by itself, and the drops (``forget``)
+that could not reach it meanwhile are done then, so a key disabled during the outage is
+dropped everywhere once it is back. The operator sees one WARNING when it starts failing (and
+every WARN_EVERY_SECONDS while it lasts), one when it answers again, and ``/readyz`` reports
+it (config.health). docs/faults.md.
+
 Tests forget everything, in every layer, with ``forget_all()``.
 """
 
+import logging
 import random
 import secrets
 import threading
@@ -52,17 +66,126 @@ from django.core.cache import caches
 from django.db import transaction
 
 SHARED_CACHE = "shared"
+WARN_EVERY_SECONDS = 30.0  # while the shared cache stays unreachable, one warning this often
+
+logger = logging.getLogger(__name__)
+
+
+class TolerantCache:
+    """The shared cache's backend, made harmless when it cannot be reached: reads miss
+    (``get`` answers its default, ``get_many`` nothing), writes and deletes are dropped, and
+    ``incr`` answers None. ``ValueError`` (``incr`` of a missing key) is an answer, not a
+    failure, and passes through.
+
+    After a failure, the backend is left alone for CACHE_RETRY_SECONDS, so calls do not each
+    wait out its socket timeout; then the next operation tries it again.
+    """
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.failing_since: float | None = None  # wall-clock time of the first failure
+        self._retry_at = 0.0
+        self._last_warning = 0.0
+        self._missed: list[tuple[list[str], SharedVersion | None]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def reachable(self) -> bool:
+        return self.failing_since is None
+
+    def _call(self, operation: str, failed, *args, **kwargs):
+        if self.failing_since is not None and time.monotonic() < self._retry_at:
+            return failed
+        try:
+            result = getattr(self.backend, operation)(*args, **kwargs)
+        except ValueError:
+            raise
+        except Exception as problem:  # noqa: BLE001 - any failure of a cache is a miss
+            self._failed(problem)
+            return failed
+        if self.failing_since is not None:
+            self._recovered()
+        return result
+
+    def _failed(self, problem: Exception) -> None:
+        now = time.monotonic()
+        self._retry_at = now + settings.CACHE_RETRY_SECONDS
+        if self.failing_since is None:
+            self.failing_since = time.time()
+        if now - self._last_warning >= WARN_EVERY_SECONDS:
+            self._last_warning = now
+            logger.warning(
+                "shared cache unreachable (%s: %s): serving from this process's copies and "
+                "the database",
+                type(problem).__name__,
+                problem,
+            )
+
+    def _recovered(self) -> None:
+        with self._lock:
+            if self.failing_since is None:
+                return
+            lasted = time.time() - self.failing_since
+            self.failing_since, self._last_warning = None, 0.0
+            missed, self._missed = self._missed, []
+        logger.warning("shared cache answers again (unreachable for %.1f s)", lasted)
+        for shared_keys, version in missed:  # what forget could not drop meanwhile
+            if shared_keys:
+                self.delete_many(shared_keys)
+            if version is not None:
+                version.move()
+
+    def remember_missed(self, shared_keys: list[str], version: "SharedVersion | None") -> None:
+        """A drop that could not reach the cache: done again once it answers."""
+        with self._lock:
+            if len(self._missed) < 10_000:
+                self._missed.append((shared_keys, version))
+            else:  # a long outage with many changes: move every version instead, once
+                self._missed = [([], KEYS), ([], CHANNELS)]
+
+    def lookup(self, key) -> tuple[bool, object]:
+        """(True, value or None when missing), or (False, None) when unreachable."""
+        unreachable = object()
+        value = self._call("get", unreachable, key)
+        return (False, None) if value is unreachable else (True, value)
+
+    def get(self, key, default=None, **options):
+        return self._call("get", default, key, default, **options)
+
+    def get_many(self, keys, **options):
+        return self._call("get_many", {}, keys, **options)
+
+    def set(self, *args, **options) -> None:
+        self._call("set", None, *args, **options)
+
+    def add(self, *args, **options) -> bool:
+        return self._call("add", False, *args, **options)
+
+    def delete(self, *args, **options) -> bool:
+        return self._call("delete", False, *args, **options)
+
+    def delete_many(self, *args, **options) -> None:
+        self._call("delete_many", None, *args, **options)
+
+    def incr(self, *args, **options):
+        return self._call("incr", None, *args, **options)
+
+    def clear(self) -> None:
+        self._call("clear", None)
+
+    def __getattr__(self, name: str):
+        return getattr(self.backend, name)  # anything else: the backend's own, untouched
 
 
 @cache
-def shared_cache():
+def shared_cache() -> TolerantCache:
     """The shared cache, one client per process.
 
     ``django.core.cache.caches[...]`` is context-local: under ASGI every request (and every
     sync_to_async call from it) would get a fresh backend, which for Redis means a fresh
     connection pool and a new TCP connection per call.
     """
-    return caches.create_connection(SHARED_CACHE)
+    return TolerantCache(caches.create_connection(SHARED_CACHE))
 
 
 class LocalMemo:
@@ -150,8 +273,14 @@ class SharedVersion:
         return f"SharedVersion({self.name!r})"
 
     def read(self) -> int:
-        """The version now (sync: a shared cache round trip)."""
-        return shared_cache().get(self.name, 0)
+        """The version now (sync: a shared cache round trip). When the shared cache cannot
+        be reached, "unknown": a negative number never read before, so no copy made at an
+        earlier version is trusted, and copies made now live only as long as the caller
+        keeps this number (``memo``: RELAY_LOCAL_CACHE_SECONDS)."""
+        reached, value = shared_cache().lookup(self.name)
+        if not reached:
+            return -1 - secrets.randbelow(2**62)
+        return value if isinstance(value, int) else 0
 
     def move(self) -> None:
         """Move the version on, so every process drops its copies made before."""
@@ -213,6 +342,8 @@ def forget(
             shared_cache().delete_many(shared_keys)
         if version is not None:
             version.move()
+        if not shared_cache().reachable:  # done again once it answers (TolerantCache)
+            shared_cache().remember_missed(shared_keys, version)
         for each in memos:
             each.clear()
 

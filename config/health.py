@@ -2,8 +2,12 @@
 
 ``/healthz`` says the process is up and its event loop answers: it touches nothing else, so a
 database outage does not get every node restarted. ``/readyz`` says the node can serve calls:
-the database answers a query and every configured cache takes a write; otherwise 503, naming
-the dependency that failed (its error goes to the log, not to an unauthenticated caller).
+the database answers a query (otherwise 503, ``"status": "unavailable"``), and every
+configured cache takes a write. A cache that fails leaves it 200 with ``"status":
+"degraded"``: calls go on without Redis (config.cache serves from each process's copies and
+the database), and a balancer that took every node out because Redis restarted would turn a
+slower minute into an outage. Either way the check that failed is named (its error goes to
+the log, not to an unauthenticated caller).
 
 Both are answered by config.asgi before Django's handler (no middleware, no ALLOWED_HOSTS, so a
 balancer may probe by IP) and are not logged when healthy. A failing check is logged at
@@ -94,9 +98,10 @@ async def serve(scope, receive, send) -> None:
         await _answer(send, 200, {"status": "ok"})
     else:
         results = await readiness()
-        ready = all(result == "ok" for result in results.values())
-        body = {"status": "ok" if ready else "unavailable", "checks": results}
-        await _answer(send, 200 if ready else 503, body)
+        ready = results.get("database") == "ok"
+        whole = all(result == "ok" for result in results.values())
+        status = "ok" if whole else "degraded" if ready else "unavailable"
+        await _answer(send, 200 if ready else 503, {"status": status, "checks": results})
 
 
 async def _answer(send, status: int, data: dict, allow: str | None = None) -> None:

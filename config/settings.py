@@ -18,6 +18,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config import shared_secrets
+from config.logging import FORMAT as LOG_FORMAT
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -124,13 +125,40 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Under ASGI each request may hold its own connection: pool them (CONN_MAX_AGE must be 0).
+    # Every connection is bounded in time (docs/faults.md), so a PostgreSQL that stops,
+    # restarts or stalls is noticed in seconds, not after the kernel's TCP timeouts: connect
+    # timeout, keepalives on an idle connection, and, on the server's side, statement_timeout
+    # and idle_in_transaction_session_timeout (0 turns either off; migrations of big tables
+    # may need that). The pool's wait for a free connection is short: a call that cannot get
+    # one is better answered 503 than kept waiting. The pool checks a connection before
+    # handing it out (one empty query), so the connections a restart broke are dropped rather
+    # than failing the next calls.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env_bool("DATABASE_CHECK_CONNECTIONS", True)
     DATABASES["default"]["OPTIONS"] = {
         "pool": {
             "min_size": int(env("DATABASE_POOL_MIN", "2")),
             "max_size": int(env("DATABASE_POOL_MAX", "20")),
-            "timeout": 30,
-        }
+            "timeout": float(env("DATABASE_POOL_TIMEOUT", "2")),
+        },
+        "connect_timeout": int(env("DATABASE_CONNECT_TIMEOUT", "2")),  # libpq: 2 at least
+        "keepalives": 1,
+        "keepalives_idle": int(env("DATABASE_KEEPALIVES_IDLE", "10")),
+        "keepalives_interval": int(env("DATABASE_KEEPALIVES_INTERVAL", "3")),
+        "keepalives_count": int(env("DATABASE_KEEPALIVES_COUNT", "3")),
+        "options": (
+            f"-c statement_timeout={int(float(env('DATABASE_STATEMENT_TIMEOUT', '30')) * 1000)}"
+            " -c idle_in_transaction_session_timeout="
+            f"{int(float(env('DATABASE_IDLE_IN_TRANSACTION_TIMEOUT', '60')) * 1000)}"
+        ),
     }
+# When the database is away, a call waits at most RELAY_DATABASE_WAIT_SECONDS for a read or
+# its hold, then is answered 503 with x-should-retry and Retry-After; the process then answers
+# calls that need the database at once for DATABASE_RETRY_SECONDS before trying again, and the
+# pool's reconnection attempts are at most DATABASE_RECONNECT_MAX_SECONDS apart
+# (relay.database; docs/faults.md).
+RELAY_DATABASE_WAIT_SECONDS = float(env("RELAY_DATABASE_WAIT_SECONDS", "2"))
+DATABASE_RETRY_SECONDS = float(env("DATABASE_RETRY_SECONDS", "0.5"))
+DATABASE_RECONNECT_MAX_SECONDS = float(env("DATABASE_RECONNECT_MAX_SECONDS", "0.5"))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
@@ -180,8 +208,17 @@ KEY_ENCRYPTION_KEYS = kept_secret("KEY_ENCRYPTION_KEYS").split(",")
 # or without it a folder of files (a local-memory cache would be one per process, and a change
 # made by a management command would reach the server only when its copies expired).
 REDIS_URL = env("REDIS_URL")
+# A Redis that stops answering must cost a call at most this long (its default is to wait for
+# ever); the relay's shared cache then leaves it alone for CACHE_RETRY_SECONDS and serves from
+# the process's copies and the database (config.cache, docs/faults.md).
+REDIS_TIMEOUT = float(env("REDIS_TIMEOUT", "0.5"))
+CACHE_RETRY_SECONDS = float(env("CACHE_RETRY_SECONDS", "1"))
 if REDIS_URL:
-    redis_cache = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    redis_cache = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT},
+    }
     CACHES = {"default": redis_cache, "shared": dict(redis_cache)}
     CHANNEL_LAYERS = {
         "default": {
@@ -213,6 +250,8 @@ else:
         "control_folder": str(broker_dir / "control"),
     }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Celery's lines go through LOGGING (one format for every process), not a root logger of its own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Accounts -------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
@@ -438,15 +477,29 @@ SESSION_COOKIE_SAMESITE = "Lax"
 # as the base URL; empty: taken from each request's host.
 SITE_URL = env("SITE_URL").rstrip("/")
 
+# Every line: timestamp, level, logger, the /v1 request id ("-" outside a call), message
+# (config.logging). uvicorn's lines get it here once Django is loaded, and from scripts/serve's
+# --log-config before (its supervisor's lines); Celery keeps its hands off the root logger.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "config.logging.RedactSecrets"}},
+    "formatters": {"sluice": {"format": LOG_FORMAT}},
+    "filters": {
+        "redact": {"()": "config.logging.RedactSecrets"},
+        "request_id": {"()": "config.logging.RequestId"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "filters": ["redact"]},
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["request_id", "redact"],
+            "formatter": "sluice",
+        },
     },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {
+        # Not "uvicorn" itself: naming it would make uvicorn.access, its child, propagate to
+        # it and so turn on the access log that --no-access-log turned off.
+        "uvicorn.error": {"handlers": ["console"], "propagate": False, "level": "INFO"},
         "django.server": {"handlers": ["console"], "propagate": False, "filters": ["redact"]},
         # httpx names the upstream URL of every request at INFO: not for shared logs.
         "httpx": {"level": "WARNING"},

@@ -13,6 +13,7 @@ placed, it is given back.
 """
 
 import asyncio
+import json
 from dataclasses import replace
 from typing import cast
 
@@ -21,9 +22,9 @@ from django.conf import settings
 from billing import services as billing
 from billing import writer
 from billing.operations import HeldQuota, InsufficientQuota, Release, Reserve
-from billing.pricing import Demand, Price, group_ratio_for, price_for
+from billing.pricing import UNPRICED, Demand, Price, group_ratio_for, price_for
 from config.cache import LocalMemo, memo
-from relay import auth, database, metering, routing, tokens, validation
+from relay import auth, database, media, metering, routing, stored_responses, tokens, validation
 from relay.auth import KeyInfo
 from relay.calls import Call, give_slot, take_slot, track
 from relay.errors import RelayError
@@ -86,7 +87,10 @@ async def refuse_before_body(request: Request) -> RelayError | None:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) <= CHECK_BALANCE_ABOVE_BYTES:
         return None  # small bodies: the hold itself checks the balance
-    limit = await database.run(billing.spent_limit, user_id=key.user_id, api_key_id=key.id)
+    try:
+        limit = await database.run(billing.spent_limit, user_id=key.user_id, api_key_id=key.id)
+    except RelayError as error:  # the database is away: a 503 the client may retry
+        return error
     return out_of_credit(limit) if limit else None
 
 
@@ -117,20 +121,28 @@ async def _admit_call(request: Request, operation: Operation, key: KeyInfo, ip: 
             code="model_not_allowed",
             retry=False,
         )
-    price = await _price(model)
+    price = await _price(model, free_unless_priced=operation.free_unless_priced)
     group_ratio = await database.remembered(("group", key.group), group_ratio_for, key.group)
     channels = await _channels(request, key, model, operation)
+    # A Responses call that continues a stored response: the upstream bills the earlier
+    # conversation as input again, and only the channel that stored it can find it.
+    earlier = await stored_responses.continued(key, body)
+    if earlier is not None:
+        channels = [c for c in channels if c.id == earlier.channel_id] or channels
     formats = {provider_for(channel.type).format for channel in channels}
     options = metering.paid_options(
         operation.name, body, request.body, request.headers, price, anthropic="anthropic" in formats
     )
     input_tokens, audio_tokens = await _count_input(request, operation, body, model, formats)
+    if earlier is not None:
+        input_tokens += earlier.tokens
     metering.refuse_audio_input(price, audio_tokens)
     call = Call(
         key=key,
         operation=operation,
         body=body,
         raw_body=request.body,
+        upload=request.upload,
         model=model,
         stream=bool(body.get("stream")) and operation.streams,
         client_ip=ip,
@@ -151,27 +163,35 @@ async def _admit_call(request: Request, operation: Operation, key: KeyInfo, ip: 
 async def _read_body(request: Request, operation: Operation) -> dict:
     """The body, parsed once and checked against the operation's shape (400 naming the bad
     field); a big one off the event loop."""
-    if len(request.body) <= COUNT_INLINE_BYTES:
+    if len(request.body) <= COUNT_INLINE_BYTES and request.upload is None:
         return _parsed(request, operation)
     return await asyncio.to_thread(_parsed, request, operation)
 
 
 def _parsed(request: Request, operation: Operation) -> dict:
-    body = validation.parse_json(request.body)
-    # Gemini's URL names the model and the stream: the body gets them (relay.formats).
-    body = client_request(body, operation=operation, path=request.path, query=request.query)
+    if request.upload is not None:  # a multipart upload: its text fields (relay.media)
+        body = media.form_body(request.upload, operation)
+    else:
+        body = validation.parse_json(request.body)
+        # Gemini's URL names the model and the stream: the body gets them (relay.formats).
+        body = client_request(body, operation=operation, path=request.path, query=request.query)
+    if operation.default_model and "model" not in body:
+        body["model"] = operation.default_model
     validation.validate_request(operation.name, body)
     return body
 
 
-async def _price(model: str) -> Price:
-    """The model's price; only a priced model is remembered (unknown names are unbounded)."""
+async def _price(model: str, *, free_unless_priced: bool = False) -> Price:
+    """The model's price; only a priced model is remembered (unknown names are unbounded).
+    ``free_unless_priced``: a model without a price is free rather than refused."""
     found, remembered = memo.lookup(("price", model))
     price = cast("Price | None", remembered)  # what price_for returned, below
     if not found:
         price = await database.run(price_for, model)
         if price is not None:
             memo.put(("price", model), price)
+    if price is None and free_unless_priced:
+        return replace(UNPRICED, model=model, is_free=True)
     if price is None:
         raise RelayError(
             404,
@@ -185,6 +205,7 @@ async def _price(model: str) -> Price:
 async def _hold(call: Call) -> None:
     """Place the call's hold: the most it can cost, or, when it named no output limit and the
     balance is short, as much as the balance covers (the upstream is then asked for less)."""
+    per_call = media.hold_for(call)  # images and audio, by their per-call prices
     named = metering.output_limit(call.operation, call.body)
     choices = metering.choices(call.operation, call.body)
     most = max(call.price.max_output_tokens, 1) if call.operation.produces_output else 0
@@ -199,10 +220,12 @@ async def _hold(call: Call) -> None:
         cache_writes=options.cache_writes,
         web_searches=options.web_searches,
     )
-    full = call.price.most(demand, call.group_ratio)
+    full = call.price.most(demand, call.group_ratio) if per_call is None else per_call
     least = full
     if named is None and limit > 1:
         least = call.price.most(replace(demand, output_tokens=1), call.group_ratio)
+    if database.away():  # a call just found it away: answer now, not after a wait
+        raise database.unavailable()
     placing = writer.submit(
         Reserve(
             user_id=call.key.user_id,
@@ -213,7 +236,15 @@ async def _hold(call: Call) -> None:
         )
     )
     try:
-        outcome = await asyncio.shield(placing)
+        outcome = await asyncio.wait_for(
+            asyncio.shield(placing), settings.RELAY_DATABASE_WAIT_SECONDS
+        )
+    except TimeoutError:
+        # The database does not answer (frozen, or far behind): the call is answered 503 now,
+        # and a hold placed later is given back, as for a client that left.
+        placing.add_done_callback(_release_orphan)
+        database.mark_away(f"no hold within {settings.RELAY_DATABASE_WAIT_SECONDS:g} s")
+        raise database.unavailable() from None
     except asyncio.CancelledError:
         # The client left while the hold was being placed: nobody will settle it.
         placing.add_done_callback(_release_orphan)
@@ -224,8 +255,13 @@ async def _hold(call: Call) -> None:
             _out_of_credit.put(who, True)
         raise out_of_credit(outcome.limit, least)
     if isinstance(outcome, Exception):
+        if database.is_unreachable(outcome):  # the writer met the database away
+            database.mark_away(outcome)
+            raise database.unavailable() from outcome
         raise outcome
     held = call.hold = cast(HeldQuota, outcome)  # a Reserve's outcome, once not refused
+    if per_call is not None:
+        return  # no output limit to decide: relay.media settles what it held
     if held.amount < full:
         limit = call.price.output_covered(held.amount, demand, call.group_ratio)
         sent = limit if settings.RELAY_CAP_OUTPUT_TO_BALANCE else None
@@ -299,4 +335,32 @@ def _count_input_now(
             for family in sorted(formats) or ["openai"]
         ]
         return max(tokens_by_family), tokens.count_audio_input(messages)
+    if operation.input == "moderation":
+        return tokens.count_input(_moderation_text(body.get("input")), model), 0
+    if operation.input == "rerank":
+        return _rerank_tokens(body, model), 0
     return tokens.count_input(body.get(operation.input, ""), model), 0
+
+
+def _moderation_text(value) -> str | list:
+    """The text a moderation input carries: a string, strings, or the text of typed parts
+    (images are not counted: moderation models are priced by text, when priced at all)."""
+    if isinstance(value, list) and any(isinstance(part, dict) for part in value):
+        return [part.get("text") or "" for part in value if isinstance(part, dict)]
+    return value if isinstance(value, str | list) else ""
+
+
+def _document_text(document) -> str:
+    if isinstance(document, str):
+        return document
+    if isinstance(document, dict) and isinstance(document.get("text"), str):
+        return document["text"]
+    return json.dumps(document)
+
+
+def _rerank_tokens(body: dict, model: str) -> int:
+    """A rerank's input as token-billing upstreams count it: the query is read with each
+    document (Jina, Cohere-compatible servers), so the query counts once per document."""
+    documents = body.get("documents") or []
+    query = tokens.count_text(_document_text(body.get("query", "")), model)
+    return sum(tokens.count_text(_document_text(d), model) + query for d in documents)

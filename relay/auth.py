@@ -105,6 +105,20 @@ def presented_key(headers, query: str = "") -> str:
     return key
 
 
+# Browsers cannot set headers on a WebSocket: OpenAI's realtime API takes the key as one of
+# the offered subprotocols instead (``openai-insecure-api-key.<key>``).
+SUBPROTOCOL_KEY_PREFIX = "openai-insecure-api-key."
+
+
+def subprotocol_key(subprotocols) -> str:
+    """The key a WebSocket client offered as a subprotocol, or "" (relay.realtime); the
+    server must never choose that subprotocol, which would echo the key back."""
+    for offered in subprotocols or ():
+        if offered.startswith(SUBPROTOCOL_KEY_PREFIX):
+            return offered[len(SUBPROTOCOL_KEY_PREFIX) :].strip()
+    return ""
+
+
 def client_ip(request) -> str | None:
     """The caller's IP; X-Forwarded-For counts only when the peer is a trusted proxy.
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 
@@ -41,6 +42,7 @@ from relay.routing import ChannelInfo
 logger = logging.getLogger(__name__)
 
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STREAM_CONTENT_TYPE = "text/event-stream"
 
 
 # Calls holding quota that have not been settled or released yet, in this process.
@@ -96,6 +98,10 @@ class Call:
     input_tokens: int  # counted locally: sizes the hold, bills a stream the upstream never did
     audio_input_tokens: int = 0
     raw_body: bytes = b""
+    # Images and audio (relay.media): the spooled upload, if any, and what the hold was sized
+    # from (relay.media.Held), which its settlement reads.
+    upload: Any = None
+    media: Any = None
     options: metering.PaidOptions = field(default_factory=metering.PaidOptions)
     # The output limit per choice sent upstream (None: the client's body is left as it is),
     # and the most output the call may produce in all, which its hold covers.
@@ -170,6 +176,19 @@ class Call:
             )
         await self._close_once(self._settlement, usage, status, flag, raw)
 
+    async def settle_at(
+        self,
+        cost: int,
+        status: str,
+        *,
+        usage: TokenUsage | None = None,
+        flag: UsageFlag = UsageFlag.TRUSTED,
+        raw: dict | None = None,
+    ) -> None:
+        """Charge exactly ``cost`` quota, once: a call billed by a per-call price (images,
+        speech, audio minutes; relay.media works the cost out)."""
+        await self._close_once(self._settlement, usage or TokenUsage(), status, flag, raw, cost)
+
     async def release(self) -> None:
         """Give the hold back: nothing of the call reached the client."""
         await self._close_once(self._release)
@@ -214,15 +233,21 @@ class Call:
             )
 
     def _settlement(
-        self, usage: TokenUsage, status: CallStatus, flag: UsageFlag, raw: dict | None
+        self,
+        usage: TokenUsage,
+        status: CallStatus,
+        flag: UsageFlag,
+        raw: dict | None,
+        cost: int | None = None,
     ) -> Settle:
-        self._settled = self.price.charge(usage, self.group_ratio)
+        self._settled = self.price.charge(usage, self.group_ratio) if cost is None else cost
         return Settle(
             hold=self.held,
             price=self.price,
             group_ratio=self.group_ratio,
             usage=usage,
             call=self._record(status, flag, raw),
+            cost=cost,
         )
 
     def _record(
@@ -251,7 +276,11 @@ class Call:
 
 
 def stream_response(
-    call: Call, body: AsyncGenerator[bytes, None], *, on_unsent: Callable[[], Awaitable[None]]
+    call: Call,
+    body: AsyncGenerator[bytes, None],
+    *,
+    on_unsent: Callable[[], Awaitable[None]],
+    content_type: str = STREAM_CONTENT_TYPE,
 ) -> StreamingResponse:
     """The client's stream of a call, cleaned up even if its body never starts: the body's
     own ``finally`` settles what was sent; if the client leaves before the first byte that
@@ -264,4 +293,4 @@ def stream_response(
         finally:
             await call.release()
 
-    return StreamingResponse(body, unsent=unsent, headers=STREAM_HEADERS)
+    return StreamingResponse(body, unsent=unsent, headers=STREAM_HEADERS, content_type=content_type)

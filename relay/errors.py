@@ -4,9 +4,12 @@ A ``RelayError`` carries the HTTP status, a message for the user and an OpenAI e
 ``render`` writes it in the format of the API that was called: OpenAI's
 ``{"error": {...}}`` or Anthropic's ``{"type": "error", ...}``. Messages never carry an
 upstream key, base URL or trace. ``x-should-retry: false`` tells the official SDKs not to
-repeat a call that cannot succeed (no credit, bad key), so clients do not triple failures.
-Each format's module (relay.formats) spells its own error body and status.
+repeat a call that cannot succeed (no credit, bad key), so clients do not triple failures;
+``x-should-retry: true`` with ``Retry-After`` tells them a short outage (the database away)
+is worth waiting out. Each format's module (relay.formats) spells its own error body and status.
 """
+
+import math
 
 from relay import formats
 from relay.operations import Format
@@ -28,6 +31,7 @@ class RelayError(Exception):
         error_type: str | None = None,
         retry: bool | None = None,
         param: str | None = None,
+        retry_after: float | None = None,
     ):
         super().__init__(message)
         self.status = status
@@ -36,10 +40,25 @@ class RelayError(Exception):
         self.error_type = error_type
         self.retry = retry
         self.param = param
+        self.retry_after = retry_after
 
 
 def invalid_request(message: str, *, param: str | None = None) -> RelayError:
     return RelayError(400, message, code="invalid_request", param=param, retry=False)
+
+
+def database_unavailable(retry_after: float = 1) -> RelayError:
+    """The answer to a call that met the database away (stopped, restarting, unreachable or
+    not answering in time): a 503 the client may retry after ``retry_after`` seconds. The
+    call was not billed: no hold was placed, or the one placed is released."""
+    return RelayError(
+        503,
+        "The service is briefly unavailable. Try again in a few seconds.",
+        code="service_unavailable",
+        error_type="server_error",
+        retry=True,
+        retry_after=retry_after,
+    )
 
 
 def body(error: RelayError, *, api: Format) -> dict:
@@ -58,4 +77,6 @@ def render(error: RelayError, *, api: Format) -> Response:
     response.reason = error.code or error.error_type
     if error.retry is not None:
         response.headers["x-should-retry"] = "true" if error.retry else "false"
+    if error.retry_after is not None:  # whole seconds (RFC 9110), at least one
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return response

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import tempfile
 from collections.abc import Awaitable, Callable
 
 from django.conf import settings
@@ -46,7 +47,8 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from relay import errors
-from relay.operations import client_format_of_path
+from relay.media import Upload
+from relay.operations import client_format_of_path, takes_upload
 from relay.responses import (
     END,
     Request,
@@ -168,6 +170,32 @@ async def read_body(receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+# A multipart upload (relay.media) is kept in memory up to this size, in a temporary file
+# beyond it: a 50 MB upload costs the process this much memory, not 50 MB.
+UPLOAD_MEMORY_BYTES = 1024 * 1024
+
+
+async def spool_body(receive, limit: int, content_type: str) -> Upload:
+    """The whole body spooled to a temporary file (``read_body``'s limit and errors)."""
+    spooled = tempfile.SpooledTemporaryFile(max_size=UPLOAD_MEMORY_BYTES)
+    received = 0
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > limit:
+                raise BodyTooLarge
+            spooled.write(chunk)  # memory, or the page cache: no wait worth a thread
+            if not message.get("more_body"):
+                return Upload(spooled, received, content_type)
+    except BaseException:
+        spooled.close()
+        raise
+
+
 async def serve(
     scope,
     receive,
@@ -229,7 +257,11 @@ async def _serve(request, scope, receive, answer, routes, fallback, before_body)
             return
     try:
         async with asyncio.timeout_at(body_deadline):
-            request.body = await read_body(receive, limit)
+            if takes_upload(request.path):
+                content_type = headers.get("content-type", "")
+                request.upload = await spool_body(receive, limit, content_type)
+            else:
+                request.body = await read_body(receive, limit)
     except ClientGone:
         return
     except BodyTooLarge:
@@ -256,6 +288,8 @@ async def _serve(request, scope, receive, answer, routes, fallback, before_body)
             raise
     finally:
         watch.stop()
+        if request.upload is not None:
+            request.upload.close()
 
 
 async def _write_then_finish(answer: "Answer", response: Response, watch: "Watch") -> None:

@@ -26,9 +26,20 @@ RESPONSES = "responses"  # OpenAI Responses API
 GENERATE_CONTENT = "generate_content"  # Gemini generateContent
 STREAM_GENERATE_CONTENT = "stream_generate_content"  # Gemini streamGenerateContent
 COUNT_TOKENS = "count_tokens"  # Gemini countTokens: answered by the relay itself, free
+MESSAGES_COUNT_TOKENS = "messages_count_tokens"  # Anthropic's, also counted locally and free
+MODERATIONS = "moderations"  # OpenAI moderations: free unless the operator prices the model
+RERANK = "rerank"  # Jina's and Cohere's rerank: a query and documents
+# Images and audio (relay.media): billed by per-call prices, some with a file upload.
+IMAGES_GENERATIONS = "images_generations"
+IMAGES_EDITS = "images_edits"
+IMAGES_VARIATIONS = "images_variations"
+AUDIO_SPEECH = "audio_speech"
+AUDIO_TRANSCRIPTIONS = "audio_transcriptions"
+AUDIO_TRANSLATIONS = "audio_translations"
 # Where the input is: chat-like messages, a prompt or embeddings input, the Responses API's
-# instructions and input items, or Gemini's contents.
-InputShape = Literal["messages", "prompt", "input", "items", "contents"]
+# instructions and input items, Gemini's contents, moderation input (strings or typed parts)
+# or a rerank's query and documents.
+InputShape = Literal["messages", "prompt", "input", "items", "contents", "moderation", "rerank"]
 # A path's model segment (Gemini's URLs name the model: /v1beta/models/{model}:generateContent).
 MODEL_SEGMENT = "{model}"
 # The root of Google's API: every path under it is answered in Gemini's format.
@@ -51,6 +62,16 @@ class Operation:
     # The path names the model ({model}), not the body; the path itself may ask for a stream.
     model_in_path: bool = False
     stream_in_path: bool = False
+    # The model a body that names none is given (OpenAI's moderations default to one).
+    default_model: str | None = None
+    # A model without a price is served free instead of refused (moderations, as OpenAI's).
+    free_unless_priced: bool = False
+    # The body is a multipart/form-data upload: relay.http spools it to a temporary file
+    # instead of reading it into memory, and relay.media streams it on to the upstream.
+    upload: bool = False
+    # Billed by a per-call price (per image, per 1K characters, per audio minute) and
+    # forwarded and answered by relay.media: its answers are images, audio or transcripts.
+    media: bool = False
 
     @property
     def produces_output(self) -> bool:
@@ -68,6 +89,16 @@ class Operation:
         match = self._pattern.fullmatch(path.rstrip("/"))
         return match["model"] if match else None
 
+
+# The image and audio operations: name, path, where a prompt or text is, whether it uploads.
+MEDIA: tuple[tuple[str, str, InputShape, bool], ...] = (
+    (IMAGES_GENERATIONS, "/v1/images/generations", "prompt", False),
+    (IMAGES_EDITS, "/v1/images/edits", "prompt", True),
+    (IMAGES_VARIATIONS, "/v1/images/variations", "prompt", True),
+    (AUDIO_SPEECH, "/v1/audio/speech", "input", False),
+    (AUDIO_TRANSCRIPTIONS, "/v1/audio/transcriptions", "prompt", True),
+    (AUDIO_TRANSLATIONS, "/v1/audio/translations", "prompt", True),
+)
 
 OPERATIONS: dict[str, Operation] = {
     op.name: op
@@ -103,6 +134,43 @@ OPERATIONS: dict[str, Operation] = {
             streams=False,
         ),
         Operation(
+            name=MODERATIONS,
+            path="/v1/moderations",
+            method="POST",
+            client_format="openai",
+            served_by=frozenset({"openai"}),
+            input="moderation",
+            streams=False,
+            default_model="omni-moderation-latest",
+            free_unless_priced=True,
+        ),
+        Operation(
+            name=RERANK,
+            path="/v1/rerank",
+            method="POST",
+            client_format="openai",
+            # OpenAI-compatible channels that list a rerank model (Jina, SiliconFlow, vLLM, ...).
+            served_by=frozenset({"openai"}),
+            input="rerank",
+            streams=False,
+        ),
+        *(
+            Operation(
+                name=name,
+                path=path,
+                method="POST",
+                client_format="openai",
+                served_by=frozenset({"openai"}),  # OpenAI channels, natively
+                input=shape,
+                streams=False,
+                upload=upload,
+                media=True,
+                # OpenAI's image endpoints use DALL·E 2 when the request names no model.
+                default_model="dall-e-2" if path.startswith("/v1/images/") else None,
+            )
+            for name, path, shape, upload in MEDIA
+        ),
+        Operation(
             name=MESSAGES,
             path="/v1/messages",
             method="POST",
@@ -110,6 +178,15 @@ OPERATIONS: dict[str, Operation] = {
             served_by=frozenset({"openai", "anthropic", "gemini"}),
             input="messages",
             output_limit_fields=("max_tokens",),
+        ),
+        Operation(
+            name=MESSAGES_COUNT_TOKENS,
+            path="/v1/messages/count_tokens",
+            method="POST",
+            client_format="anthropic",
+            served_by=frozenset(),  # counted by the relay, never sent upstream
+            input="messages",
+            streams=False,
         ),
         Operation(
             name=RESPONSES,
@@ -163,6 +240,12 @@ def operation_at(path: str) -> Operation | None:
     if found is None and path.startswith(GEMINI_ROOT + "/"):
         found = next((op for op in _MODEL_IN_PATH if op.model_at(path) is not None), None)
     return found
+
+
+def takes_upload(path: str) -> bool:
+    """Whether the operation at ``path`` takes a multipart upload (spooled, not read whole)."""
+    found = operation_at(path)
+    return found is not None and found.upload
 
 
 def client_format_of_path(path: str) -> Format:

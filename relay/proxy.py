@@ -22,9 +22,9 @@ from django.conf import settings
 
 from billing.operations import CallStatus
 from billing.pricing import TokenUsage
-from relay import errors, formats, metering, stored_responses, tokens, upstream
+from relay import errors, formats, media, metering, stored_responses, tokens, upstream
 from relay.admission import admit
-from relay.calls import Call, stream_response
+from relay.calls import STREAM_CONTENT_TYPE, Call, stream_response
 from relay.errors import RelayError
 from relay.formats.common import (
     ConversionError,
@@ -72,24 +72,21 @@ async def _forward(call: Call) -> Response | StreamingResponse:
         call.channel = channel
         call.upstream_model = channel.upstream_model(call.model)
         provider = provider_for(channel.type)
-        try:
-            request_body = _upstream_body(call, provider)
-        except ConversionError as problem:
-            raise errors.invalid_request(str(problem)) from None
+        url = provider.url_for(
+            channel.base_url, _upstream_operation(call, provider), model=call.upstream_model
+        )
+        headers = provider.headers(channel.api_key, call.client_headers)
+        if call.operation.media:  # images and audio: JSON or a streamed upload (relay.media)
+            outgoing = media.upstream_request(call, provider, url, headers)
+        else:
+            try:
+                request_body = _upstream_body(call, provider)
+            except ConversionError as problem:
+                raise errors.invalid_request(str(problem)) from None
+            outgoing = upstream.request(url, headers, json.dumps(request_body).encode())
         client = provider.client()
         try:
-            response = await client.send(
-                upstream.request(
-                    provider.url_for(
-                        channel.base_url,
-                        _upstream_operation(call, provider),
-                        model=call.upstream_model,
-                    ),
-                    provider.headers(channel.api_key, call.client_headers),
-                    json.dumps(request_body).encode(),
-                ),
-                stream=True,
-            )
+            response = await client.send(outgoing, stream=True)
         except httpx.PoolTimeout:
             # Every upstream connection of this process is busy: another channel would wait
             # for the same pool, and the client should not.
@@ -116,6 +113,11 @@ async def _forward(call: Call) -> Response | StreamingResponse:
                 if response.status_code in RETRY_STATUSES:
                     continue
                 raise last_error
+            if call.operation.media:
+                answered = await media.answer(call, response)
+                # Speech streams: its body's own ending closes the response then.
+                handed_on = isinstance(answered, StreamingResponse)
+                return answered
             if call.stream:
                 started = await _start_stream(call, provider, response)
                 if started is not None:
@@ -251,7 +253,7 @@ async def _finish_plain(call: Call, provider, response: httpx.Response) -> Respo
     except UsageProblem as bad:
         reported, problem = None, bad.raw
     # Remembered before the answer goes out: the client may ask for it back at once.
-    await stored_responses.answered(call, answer.get("id"))
+    await stored_responses.answered(call, answer.get("id"), reported)
 
     async def settle(written: bool) -> None:
         if not written:  # the client left before it could have the answer: no charge
@@ -318,6 +320,8 @@ async def _start_stream(call: Call, provider, response: httpx.Response):
         call,
         stream_answer(call, response, chunks, parser, first, translator),
         on_unsent=lambda: _close_quietly(response),
+        # A Gemini client streaming without alt=sse reads one JSON array, not SSE.
+        content_type=getattr(translator, "content_type", STREAM_CONTENT_TYPE),
     )
 
 
@@ -359,14 +363,14 @@ async def stream_answer(
             call.channel and call.channel.id,
             type(broken).__name__,
         )
-        yield _stream_error(call, getattr(broken, "error_type", "api_error"))
+        yield _stream_error(call, getattr(broken, "error_type", "api_error"), translator)
         yield END
     except Exception:  # a malformed event no translator foresaw: end the stream cleanly
         status = CallStatus.UPSTREAM_ERROR
         logger.exception(
             "stream from channel %s could not be translated", call.channel and call.channel.id
         )
-        yield _stream_error(call)
+        yield _stream_error(call, translator=translator)
         yield END
     finally:
         if status == CallStatus.CLIENT_GONE and translator.completed:
@@ -392,7 +396,7 @@ async def stream_answer(
         finally:
             # Reached even when the client's disconnect cancels this task during the close.
             await call.settle(reported, status, local_output=output, problem=problem)
-            await stored_responses.answered(call, translator.answer_id)
+            await stored_responses.answered(call, translator.answer_id, reported)
 
 
 def _input_reported(usage: TokenUsage) -> bool:
@@ -404,6 +408,12 @@ async def _close_quietly(response: httpx.Response) -> None:
         await response.aclose()
 
 
-def _stream_error(call: Call, error_type: str = "api_error") -> bytes:
-    """The event that ends a broken stream, in the client's format."""
+def _stream_error(
+    call: Call, error_type: str = "api_error", translator: Translator | None = None
+) -> bytes:
+    """The event that ends a broken stream, in the client's format (from the translator when
+    it numbers its events, as the Responses API does)."""
+    error_event = getattr(translator, "error_event", None)
+    if error_event is not None:
+        return error_event(error_type)
     return formats.stream_error(call.client_format, error_type)

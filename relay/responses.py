@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # relay.auth imports this module (through relay.errors)
     from relay.auth import KeyInfo
+    from relay.media import Upload
 
 
 @dataclass
@@ -22,6 +23,8 @@ class Request:
     peer: str | None  # the address the connection came from (see relay.auth.client_ip)
     query: str = ""  # the query string, as sent (Gemini clients: ?alt=sse, ?key=)
     body: bytes = b""
+    # A multipart upload's body instead, spooled to a file by relay.http (relay.media reads it).
+    upload: "Upload | None" = None
     # Set by relay.views.before_body once the key is checked, before the body is read.
     key: "KeyInfo | None" = None
     client_ip: str | None = None

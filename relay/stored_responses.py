@@ -11,15 +11,23 @@ seen, one older than that or one whose channel is gone gets a 404. Answers conve
 another format are stored nowhere, upstream or here.
 
 These calls are free: they carry no model and produce nothing new.
+
+A new call naming one of these responses as its ``previous_response_id`` is billed by the
+upstream for the whole earlier conversation as input. So each entry also keeps the stored
+response's token total (its input, cached and not, plus its output), which admission adds to
+the new call's counted input (the hold, and the bound on a believable upstream input count),
+and the call goes to the channel that stored the response, the only one that can find it.
 """
 
 import contextlib
 import json
 import logging
 import re
+from dataclasses import dataclass
 
 import httpx
 
+from billing.pricing import TokenUsage
 from config.cache import shared_cache
 from relay import database, errors, upstream
 from relay.auth import authenticate
@@ -41,9 +49,62 @@ RESPONSE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 ACTIONS = {("GET", ""), ("DELETE", ""), ("GET", "/input_items"), ("POST", "/cancel")}
 
 
-async def answered(call, answer_id: object) -> None:
-    """Remember which channel made a Responses answer it serves natively (best effort: a
-    failure only means the answer cannot be read back through the relay)."""
+@dataclass(frozen=True)
+class Stored:
+    """What the relay remembers of a stored response."""
+
+    channel_id: int
+    user_id: int
+    tokens: int  # the conversation up to and including this response, in tokens
+
+
+def _stored(value: object) -> Stored | None:
+    """An entry read back from the cache (entries written before ``tokens`` have none)."""
+    if not isinstance(value, tuple | list) or len(value) not in (2, 3):
+        return None
+    channel_id, user_id, *rest = value
+    tokens = rest[0] if rest else 0
+    if not all(type(part) is int for part in (channel_id, user_id, tokens)):
+        return None
+    return Stored(channel_id, user_id, tokens)
+
+
+def _conversation_tokens(call, usage: TokenUsage | None) -> int:
+    """The tokens a later call continuing this answer is billed again as input: the answer's
+    whole input and its output, as the upstream reported them (else as the call counted and
+    capped them)."""
+    if usage is None:
+        return call.input_tokens + (call.output_cap or 0)
+    return (
+        usage.input_tokens
+        + usage.cached_input_tokens
+        + usage.cache_write_tokens
+        + usage.audio_input_tokens
+        + usage.output_tokens
+        + usage.audio_output_tokens
+    )
+
+
+async def continued(key, body: dict) -> Stored | None:
+    """The stored response a Responses call continues (``previous_response_id``), if this
+    key's user made it through the relay; None otherwise (the upstream then decides)."""
+    previous = body.get("previous_response_id")
+    if not isinstance(previous, str) or not RESPONSE_ID.fullmatch(previous):
+        return None
+    try:
+        remembered = _stored(await database.run(shared_cache().get, KEY_PREFIX + previous))
+    except Exception:  # the cache is down: the call goes on, without the stickiness
+        logger.warning("could not read the stored response %s", previous, exc_info=True)
+        return None
+    if remembered is None or remembered.user_id != key.user_id:
+        return None
+    return remembered
+
+
+async def answered(call, answer_id: object, usage: TokenUsage | None = None) -> None:
+    """Remember which channel made a Responses answer it serves natively, and its token
+    total (``usage``: the upstream's figures, when it gave them). Best effort: a failure only
+    means the answer cannot be read back through the relay."""
     operation = getattr(call, "operation", None)  # stand-ins for a call may have none
     if operation is None or operation.name != RESPONSES or call.channel is None:
         return
@@ -57,7 +118,7 @@ async def answered(call, answer_id: object) -> None:
         await database.run(
             shared_cache().set,
             KEY_PREFIX + answer_id,
-            (call.channel.id, call.key.user_id),
+            (call.channel.id, call.key.user_id, _conversation_tokens(call, usage)),
             REMEMBER_SECONDS,
         )
 
@@ -99,10 +160,10 @@ async def stored_response(request: Request) -> Response:
         return response
     try:
         key, _ = await authenticate(request)
-        remembered = await database.run(shared_cache().get, KEY_PREFIX + response_id)
-        if not isinstance(remembered, tuple | list) or remembered[1] != key.user_id:
+        remembered = _stored(await database.run(shared_cache().get, KEY_PREFIX + response_id))
+        if remembered is None or remembered.user_id != key.user_id:
             raise _not_found(response_id)
-        channel = await database.run(_channel, remembered[0])
+        channel = await database.run(_channel, remembered.channel_id)
         if channel is None:
             raise _not_found(response_id)
         return await _forward(request, channel, response_id)
@@ -113,6 +174,9 @@ async def stored_response(request: Request) -> Response:
 async def _forward(request: Request, channel: ChannelInfo, response_id: str) -> Response:
     provider = provider_for(channel.type)
     url = join_url(channel.base_url, request.path.rstrip("/"))
+    query = _without_key(request.query)  # ?include[]=..., input_items' paging
+    if query:
+        url += ("&" if "?" in url else "?") + query
     headers = provider.headers(channel.api_key, {})
     template = upstream.request(url, headers, request.body if request.method == "POST" else b"")
     outgoing = httpx.Request(
@@ -144,6 +208,13 @@ async def _forward(request: Request, channel: ChannelInfo, response_id: str) -> 
             retry=answer.status_code >= 500,
         )
     return Response(answer.status_code, answer.content)
+
+
+def _without_key(query: str) -> str:
+    """The client's query string without a ``key=`` of its own (the relay's key is the
+    client's credential here, never the upstream's business)."""
+    kept = [pair for pair in query.split("&") if pair and not pair.lower().startswith("key=")]
+    return "&".join(kept)
 
 
 def _upstream_message(raw: bytes) -> str:

@@ -38,7 +38,18 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from relay import errors
-from relay.operations import GENERATE_CONTENT, STREAM_GENERATE_CONTENT
+from relay.operations import (
+    AUDIO_SPEECH,
+    AUDIO_TRANSCRIPTIONS,
+    AUDIO_TRANSLATIONS,
+    GENERATE_CONTENT,
+    IMAGES_EDITS,
+    IMAGES_GENERATIONS,
+    IMAGES_VARIATIONS,
+    MODERATIONS,
+    RERANK,
+    STREAM_GENERATE_CONTENT,
+)
 from relay.providers.base import CHAT, COMPLETIONS, EMBEDDINGS, MESSAGES, RESPONSES
 
 # Deeper bodies are refused before anything walks them recursively (pydantic, the token
@@ -888,7 +899,115 @@ class GenerateContentRequest(Shape):
     safetySettings: list[Object] | None = None
 
 
+# --- Moderations and rerank --------------------------------------------------------------------
+
+
+class ModerationPart(Shape):
+    type: Literal["text", "image_url"]
+
+
+def _moderation_input(value: Any) -> str | None:
+    if type(value) is str:
+        return "<text>"
+    if type(value) is not list:
+        return None
+    return "<parts>" if value and type(value[0]) is dict else "<texts>"
+
+
+ModerationInput = _tagged(
+    {
+        "<text>": str,
+        "<texts>": Annotated[list[str], Field(min_length=1)],
+        "<parts>": Annotated[list[ModerationPart], Field(min_length=1)],
+    },
+    _moderation_input,
+    expected="a string, an array of strings or an array of text and image_url parts",
+)
+
+
+def _text_or_object(value: Any) -> str | None:
+    return "<text>" if type(value) is str else "<object>" if type(value) is dict else None
+
+
+Document = _tagged(
+    {"<text>": str, "<object>": Object}, _text_or_object, expected="a string or an object"
+)
+
+
+class ModerationRequest(Shape):
+    model: ModelName  # the operation's default is filled in before this check
+    input: ModerationInput
+
+
+class RerankRequest(Shape):
+    model: ModelName
+    query: Document
+    documents: Annotated[list[Document], Field(min_length=1, max_length=10_000)]
+    top_n: Annotated[int, Field(ge=1)] | None = None
+    return_documents: bool | None = None
+
+
+# --- Images and audio (relay.media; a form's numbers are made numbers before the check) ------
+
+
+ImageCount = Annotated[int, Field(ge=1, le=10)]
+ImageFormat = Literal["url", "b64_json"]
+TranscriptFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+
+
+class ImagesVariationRequest(Shape):
+    model: ModelName  # the operation's default is filled in before this check
+    n: ImageCount | None = None
+    size: str | None = None
+    response_format: ImageFormat | None = None
+    user: str | None = None
+
+
+class ImagesRequest(ImagesVariationRequest):
+    """A generation or an edit: a prompt, and a quality."""
+
+    prompt: Annotated[str, Field(min_length=1, max_length=32_000)]
+    quality: str | None = None
+    # Partial images as they are drawn: billed by the same images, but not relayed yet.
+    stream: Annotated[
+        bool | None, AfterValidator(_refused("streamed images are not offered on this site"))
+    ] = None
+
+
+class SpeechRequest(Shape):
+    model: ModelName
+    input: Annotated[str, Field(min_length=1, max_length=4096)]
+    voice: str | Object
+    response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] | None = None
+    speed: Annotated[float, Field(ge=0.25, le=4)] | None = None
+    instructions: str | None = None
+    stream_format: Literal["audio", "sse"] | None = None
+
+
+class TranslationRequest(Shape):
+    model: ModelName
+    prompt: str | None = None
+    response_format: TranscriptFormat | None = None
+    temperature: Temperature | None = None
+
+
+class TranscriptionRequest(TranslationRequest):
+    language: str | None = None
+    stream: Annotated[
+        bool | None,
+        AfterValidator(_refused("streamed transcriptions are not offered on this site")),
+    ] = None
+
+
 SHAPES: dict[str, type[Shape]] = {
+    IMAGES_GENERATIONS: ImagesRequest,
+    IMAGES_EDITS: ImagesRequest,
+    IMAGES_VARIATIONS: ImagesVariationRequest,
+    AUDIO_SPEECH: SpeechRequest,
+    AUDIO_TRANSCRIPTIONS: TranscriptionRequest,
+    AUDIO_TRANSLATIONS: TranslationRequest,
+    MODERATIONS: ModerationRequest,
+    RERANK: RerankRequest,
     CHAT: ChatRequest,
     COMPLETIONS: CompletionRequest,
     EMBEDDINGS: EmbeddingRequest,

@@ -268,8 +268,10 @@ def bob(db):
 
 @pytest.fixture
 def carol(db):
-    """A reseller."""
+    """A reseller (marked so by the operator: she may carve sub-keys)."""
     user = create_user(username="carol", password="carol-password", group="reseller")
+    user.is_reseller = True
+    user.save(update_fields=["is_reseller"])
     billing.grant(user=user, amount=ALICE_CREDIT, note="test credit")
     return user
 

@@ -1,11 +1,11 @@
 """A scriptable mock upstream LLM provider for end-to-end tests of the relay.
 
 `MockUpstream` serves the OpenAI API (chat completions, legacy completions, embeddings, models,
-the Responses API with its stored responses) and the Anthropic Messages API over real loopback
-HTTP, from an aiohttp server running in a
-background thread. Tests point a relay channel at `MockUpstream.url`, queue behaviours with
-`script()` (errors, delays, broken streams, ...) and then inspect what the relay sent
-(`requests`) and how each stream ended (`events`).
+moderations, Jina's rerank, the Responses API with its stored responses) and the Anthropic
+Messages API over real loopback HTTP, from an aiohttp server running in a background thread.
+Tests point a relay channel at `MockUpstream.url`, queue behaviours with `script()` (errors,
+delays, broken streams, ...) and then inspect what the relay sent (`requests`) and how each
+stream ended (`events`).
 
 Answers are deterministic: every content delta carries the behaviour's `text` ("hello " by
 default), a non-stream answer is the concatenation of `chunks` deltas, and usage reports 11
@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import base64
+import functools
 import itertools
 import json
 import struct
@@ -40,10 +41,27 @@ from typing import Any, Self
 import pytest
 from aiohttp import web
 
+from tests import mock_media
+
 DEFAULT_KEY = "upstream-test-key"
 PROMPT_TOKENS = 11
 EMBEDDING_DIMENSIONS = 8
 TOOL_ARGUMENTS = '{"city": "Paris"}'
+MODERATION_CATEGORIES = (
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/instructions",
+    "self-harm/intent",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+)
 MODEL_IDS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-sonnet-4-5")
 
 # How often a waiting handler looks whether its client has hung up (aiohttp does not cancel
@@ -77,6 +95,8 @@ BEHAVIOUR_KEYS = frozenset(
         "hang_after_headers",
         "error_message",
         "error_body",
+        "images",  # tests/mock_media: images answered, audio length reported
+        "seconds",
     }
 )
 
@@ -339,6 +359,7 @@ class MockUpstream:
         self.cancelled: list[dict] = []
         self.open_requests = 0
         self.stored_responses: dict[str, dict] = {}  # Responses API answers kept, by id
+        self.uploads: list[dict] = []  # multipart forms received (tests/mock_media.read_form)
         self._generation = 0  # moved by reset(), which ends requests still hanging
         self._script: deque[dict] = deque()
         self._lock = threading.Lock()
@@ -397,6 +418,17 @@ class MockUpstream:
         # Gemini: /v1beta/models/{model}:generateContent and :streamGenerateContent
         app.router.add_post("/v1beta/models/{target}", self._endpoint("gemini", self._gemini))
         app.router.add_post("/v1/responses", self._endpoint("openai", self._responses))
+        for path, answer in (
+            ("/v1/images/generations", mock_media.images),
+            ("/v1/images/edits", mock_media.images),
+            ("/v1/images/variations", mock_media.images),
+            ("/v1/audio/speech", mock_media.speech),
+            ("/v1/audio/transcriptions", mock_media.transcription),
+            ("/v1/audio/translations", mock_media.transcription),
+        ):
+            app.router.add_post(path, self._endpoint("openai", functools.partial(answer, self)))
+        app.router.add_post("/v1/moderations", self._endpoint("openai", self._moderations))
+        app.router.add_post("/v1/rerank", self._endpoint("openai", self._rerank))
         app.router.add_get("/v1/responses/{id}", self._endpoint("openai", self._stored_response))
         app.router.add_delete("/v1/responses/{id}", self._endpoint("openai", self._stored_response))
         app.router.add_post(
@@ -438,6 +470,7 @@ class MockUpstream:
             self.auth_failures.clear()
             self.cancelled.clear()
             self.stored_responses.clear()
+            self.uploads.clear()
             self._script.clear()
             self._generation += 1
 
@@ -480,7 +513,9 @@ class MockUpstream:
             self.open_requests += 1
         try:
             try:
-                body = await request.json() if request.body_exists else None
+                # A form (an upload) is read as a stream by its endpoint (tests/mock_media).
+                form = request.content_type == "multipart/form-data"
+                body = await request.json() if request.body_exists and not form else None
             except ValueError:
                 body = None
             request[REQUEST_JSON] = body
@@ -1006,11 +1041,18 @@ class MockUpstream:
         if not body.get("stream"):
             return web.json_response(response)
 
+        def event(kind: str, **fields: Any) -> tuple[str, dict]:
+            return kind, fields
+
         sequence = itertools.count()
 
-        def event(kind: str, **fields: Any) -> bytes:
-            payload = {"type": kind, "sequence_number": next(sequence), **fields}
-            return f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode()
+        def frames(events: list[tuple[str, dict]]) -> list[bytes]:
+            """The events framed, numbered in the order they are sent (as the real API)."""
+            framed = []
+            for kind, fields in events:
+                payload = {"type": kind, "sequence_number": next(sequence), **fields}
+                framed.append(f"event: {kind}\ndata: {json.dumps(payload)}\n\n".encode())
+            return framed
 
         started = {**response, "status": "in_progress", "output": [], "usage": None}
         where = {"item_id": item["id"], "output_index": 0}
@@ -1062,6 +1104,7 @@ class MockUpstream:
             event("response.output_item.done", output_index=0, item=item),
             event(final, response=response),
         ]
+        head, deltas, tail = frames(head), frames(deltas), frames(tail)
         return await self._stream(request, behaviour, head, deltas, tail)
 
     async def _stored_response(
@@ -1079,6 +1122,69 @@ class MockUpstream:
             del self.stored_responses[response["id"]]
             return web.json_response({"id": response["id"], "object": "response", "deleted": True})
         return web.json_response(response)
+
+    # -- Moderations and rerank --------------------------------------------------------------------
+
+    async def _moderations(self, request: web.Request, body: dict, behaviour: dict) -> web.Response:
+        """One result per input (a string, strings, or typed parts judged together); an input
+        that mentions "kill" is flagged for violence. No usage, as the real API."""
+        raw = body.get("input", "")
+        if isinstance(raw, list) and raw and all(isinstance(part, dict) for part in raw):
+            inputs = [" ".join(part.get("text", "") for part in raw)]
+        else:
+            inputs = [raw] if isinstance(raw, str) else [str(item) for item in raw]
+        results = []
+        for text in inputs:
+            violent = "kill" in text.lower()
+            categories = {name: False for name in MODERATION_CATEGORIES}
+            categories["violence"] = violent
+            results.append(
+                {
+                    "flagged": violent,
+                    "categories": categories,
+                    "category_scores": {
+                        name: (0.9 if flagged else 0.001) for name, flagged in categories.items()
+                    },
+                    "category_applied_input_types": {
+                        name: ["text"] for name in MODERATION_CATEGORIES
+                    },
+                }
+            )
+        return web.json_response(
+            {
+                "id": f"modr-mock{next(self._ids)}",
+                "model": body.get("model", "omni-moderation-latest"),
+                "results": results,
+            }
+        )
+
+    async def _rerank(self, request: web.Request, body: dict, behaviour: dict) -> web.Response:
+        """Jina's shape: results by relevance (the earlier document scores higher), ``top_n``
+        of them, documents echoed unless ``return_documents`` is false, and
+        ``usage.total_tokens`` (PROMPT_TOKENS per document unless overridden). With
+        ``no_usage``, Cohere's shape: no usage, ``meta.billed_units.search_units`` instead."""
+        documents = body.get("documents") or []
+        top_n = body.get("top_n")
+        count = min(top_n, len(documents)) if _is_count(top_n) else len(documents)
+        results = []
+        for index in range(count):
+            result: dict[str, Any] = {"index": index, "relevance_score": 1 / (index + 1)}
+            if body.get("return_documents", True):
+                document = documents[index]
+                result["document"] = {"text": document} if isinstance(document, str) else document
+            results.append(result)
+        answer: dict[str, Any] = {"model": body.get("model", "mock-reranker"), "results": results}
+        if behaviour.get("no_usage"):
+            answer["id"] = f"rerank-mock{next(self._ids)}"
+            answer["meta"] = {"billed_units": {"search_units": 1}}
+        else:
+            usage = behaviour.get("usage", {})
+            answer["usage"] = (
+                {"total_tokens": PROMPT_TOKENS * len(documents), **usage}
+                if isinstance(usage, dict)
+                else usage
+            )
+        return web.json_response(answer)
 
     # -- Gemini ----------------------------------------------------------------------------------
 

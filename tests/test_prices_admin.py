@@ -85,7 +85,8 @@ def test_an_output_price_needs_an_input_price(ops_client):
 
 
 def test_per_call_prices_are_validated_and_looked_up(ops_client):
-    row = ModelPrice.objects.create(model="dall-e-3", model_ratio=0)
+    # A model the shipped table does not price (it prices dall-e-3 itself).
+    row = ModelPrice.objects.create(model="an-image-model", model_ratio=0)
     data, _ = form_data(ops_client, row)
     data["image_quotas"] = '{"1024x1024/hd": -1}'
     response = ops_client.post(f"/admin/billing/modelprice/{row.id}/change/", data)
@@ -96,7 +97,7 @@ def test_per_call_prices_are_validated_and_looked_up(ops_client):
     data["speech_1k_chars_quota"] = "7500"
     response = ops_client.post(f"/admin/billing/modelprice/{row.id}/change/", data)
     assert response.status_code == 302, response.content.decode()[-3000:]
-    price = price_for("dall-e-3")
+    price = price_for("an-image-model")
     half = Decimal("0.5")
     assert price.image_quota(size="1024x1024", quality="hd", group_ratio=half) == 20000
     assert price.image_quota(size="1024x1024", quality="standard", group_ratio=half) == 10000

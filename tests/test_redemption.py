@@ -246,3 +246,19 @@ def test_wrong_guesses_are_counted_in_redis_when_it_is_the_cache(alice, settings
         assert refused(alice, "SLC-" + "D" * 26, ip=ip) == "too_many_attempts"
     finally:
         cache.delete_many(names)
+
+
+def test_admin_disables_single_codes_and_lists_them_by_status(ops_client, alice):
+    _, [one, two] = make_batch(name="pair", quota=100, count=2)
+    first = RedemptionCode.objects.get(hint__startswith=one[:8], hint__endswith=one[-4:])
+    response = ops_client.post(
+        "/admin/billing/redemptioncode/",
+        {"action": "disable_codes", "_selected_action": [first.id]},
+    )
+    assert response.status_code == 302
+    assert refused(alice, one) == "disabled"
+    assert redeem_code(user=alice, code=two, ip=None) == 100
+    disabled = ops_client.get("/admin/billing/redemptioncode/?status=disabled").content.decode()
+    used = ops_client.get("/admin/billing/redemptioncode/?status=used").content.decode()
+    assert first.hint in disabled and first.hint not in used
+    assert ops_client.get(f"/admin/billing/redemptioncode/{first.id}/delete/").status_code == 403

@@ -1146,6 +1146,8 @@ class JsonArrayStream(Translator):
     An error event ending a broken stream stays in SSE form, which leaves the array unclosed:
     the client sees a stream that did not end properly."""
 
+    content_type = "application/json"  # what the stream is sent as (relay.proxy)
+
     def __init__(self, inner: Translator):
         super().__init__()
         self._inner = inner

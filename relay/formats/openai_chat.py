@@ -91,6 +91,9 @@ def normalize_openai_usage(usage: dict | None) -> TokenUsage | None:
     if not isinstance(usage, dict):
         raise UsageProblem("usage is not an object", usage)
     prompt_field = "prompt_tokens" if usage.get("prompt_tokens") is not None else "input_tokens"
+    if usage.get(prompt_field) is None and not _reports_output(usage):
+        # Only a total (Jina's rerank: {"total_tokens": N}): a call that makes no output.
+        prompt_field = "total_tokens"
     output_field = (
         "completion_tokens" if usage.get("completion_tokens") is not None else "output_tokens"
     )
@@ -115,6 +118,10 @@ def normalize_openai_usage(usage: dict | None) -> TokenUsage | None:
         audio_input_tokens=audio_in,
         audio_output_tokens=audio_out,
     )
+
+
+def _reports_output(usage: dict) -> bool:
+    return usage.get("completion_tokens") is not None or usage.get("output_tokens") is not None
 
 
 def check_openai_chunk(chunk: dict) -> None:
@@ -178,10 +185,18 @@ def openai_chunk_text(chunk: dict) -> str:
     return "".join(pieces)
 
 
+# How upstreams spell the "usage": null that include_usage puts on every chunk but the last:
+# OpenAI's and vLLM's compact JSON, and Python's json.dumps.
+NULL_USAGE = (b',"usage":null', b', "usage": null')
+
+
 class OpenAIPassthrough(Translator):
-    """OpenAI upstream, OpenAI client: bytes unchanged, but the usage chunk Sluice asked for
-    on the client's behalf is withheld when the client did not ask for it. A chunk of a shape
-    the client's SDK would trip on is not forwarded: the stream ends with an error instead."""
+    """OpenAI upstream, OpenAI client: bytes unchanged, except the usage Sluice asked for on
+    the client's behalf when the client did not ask for it (``stream_options.include_usage``):
+    the usage chunk is withheld, and the ``"usage": null`` the upstream then puts on every
+    other chunk is cut from its bytes (the chunk is re-encoded only when it is spelled some
+    other way). A chunk of a shape the client's SDK would trip on is not forwarded: the stream
+    ends with an error instead."""
 
     def __init__(self, *, client_wants_usage: bool):
         super().__init__()
@@ -193,12 +208,29 @@ class OpenAIPassthrough(Translator):
             return event.raw, ""
         chunk = openai_chunk(event)
         check_openai_chunk(chunk)
-        usage = chunk.get("usage")
+        if "usage" not in chunk or self.client_wants_usage:
+            if chunk.get("usage") is not None:
+                self._report_usage(normalize_openai_usage, chunk["usage"])
+            return event.raw, openai_chunk_text(chunk)
+        usage = chunk.pop("usage")
         if usage is not None:
             self._report_usage(normalize_openai_usage, usage)
-            if not self.client_wants_usage and not chunk.get("choices"):
+            if not chunk.get("choices"):
                 return b"", ""
-        return event.raw, openai_chunk_text(chunk)
+            return sse(chunk), openai_chunk_text(chunk)
+        return _without_null_usage(event, chunk), openai_chunk_text(chunk)
+
+
+def _without_null_usage(event: Event, chunk: dict) -> bytes:
+    """The event's bytes without its ``"usage": null``: cut from the bytes as the upstream
+    spelled it when it is one of the usual spellings (``chunk``, already without it, is
+    re-encoded otherwise)."""
+    raw = event.raw
+    for spelling in NULL_USAGE:
+        cut = raw.replace(spelling, b"", 1)
+        if len(cut) != len(raw):
+            return cut
+    return sse(chunk)
 
 
 # --- The hub: conversions are the identity ----------------------------------------------------

@@ -81,15 +81,16 @@ def sse(data: dict) -> bytes:
     return b"event: " + data["type"].encode() + b"\ndata: " + payload + b"\n\n"
 
 
-def stream_error(error_type: str) -> bytes:
-    """The ``error`` event that ends a broken stream (the relay's own words and code)."""
+def stream_error(error_type: str, sequence_number: int = 0) -> bytes:
+    """The ``error`` event that ends a broken stream (the relay's own words and code),
+    numbered after the events sent before it (``Numbered`` knows how many)."""
     return sse(
         {
             "type": "error",
             "code": "upstream_error",
             "message": STREAM_BROKE_OFF,
             "param": None,
-            "sequence_number": 0,  # the relay does not know how many the upstream sent
+            "sequence_number": sequence_number,
         }
     )
 
@@ -980,6 +981,50 @@ class ResponsesToHub(Translator):
             last["usage"] = chat_usage(final.get("usage"))
             chunks.append(last)
         return b"".join(openai_chat.sse(chunk) for chunk in chunks) + b"data: [DONE]\n\n"
+
+
+class Numbered(Translator):
+    """Counts the events a Responses client was sent, so that the relay's own ``error`` event
+    ending a broken stream carries the next ``sequence_number`` (``error_event``), as the
+    SDKs expect. Wraps the translator that makes the events, passed through, converted or
+    chained; usage, ending and the answer's id are the inner one's. Every event, the
+    upstream's or the relay's, is one SSE block ending in a blank line: counting those is
+    counting events."""
+
+    def __init__(self, inner: Translator):
+        super().__init__()
+        self._inner = inner
+        self._sent = 0
+
+    def _feed(self, event: Event) -> tuple[bytes, str]:
+        try:
+            data, text = self._inner.feed(event)
+        finally:
+            self._copy()
+        self._sent += data.count(b"\n\n")
+        return data, text
+
+    def _finish(self) -> bytes:
+        try:
+            data = self._inner.finish()
+        finally:
+            self._copy()
+        self._sent += data.count(b"\n\n")
+        return data
+
+    def error_event(self, error_type: str) -> bytes:
+        return stream_error(error_type, self._sent)
+
+    def _copy(self) -> None:
+        self.usage = self._inner.usage
+        self.usage_problem = self._inner.usage_problem
+        self.completed = self._inner.completed
+        self.answer_id = self._inner.answer_id
+
+
+def reframe(translator: Translator, client_body: dict | None) -> Translator:
+    """The translator a Responses client's stream goes through (relay.formats.translator)."""
+    return Numbered(translator)
 
 
 # --- To and from the hub ----------------------------------------------------------------------
