@@ -17,7 +17,7 @@ from billing.operations import UsageFlag
 from relay import tokens
 from relay.admission import _rerank_tokens
 from tests.charges import assert_billed_once_each, expected_charge
-from tests.conftest import add_channel, settled_usage
+from tests.conftest import add_channel, settled_usage, wait_until_settled
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,9 +38,11 @@ def rerank_channel(mock_upstream, db):
 
 
 def _post(relay_url, key, path, body, **headers):
-    return httpx.post(
+    answer = httpx.post(
         f"{relay_url}{path}", json=body, headers={"Authorization": f"Bearer {key}", **headers}
     )
+    wait_until_settled()  # a call settles just after its answer is sent
+    return answer
 
 
 # --- Moderations ------------------------------------------------------------------------------

@@ -36,7 +36,9 @@ def sqlite_pass_only(request):
         pytest.skip("browser tests run in the SQLite pass (make test's first)")
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while sync_playwright's context is open, its event loop counts as
+# running in this thread, and every later test that calls asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def chromium():
     if not os.access(CHROMIUM, os.X_OK):
         need_service("Chromium", f"{CHROMIUM} is missing (scripts/install test installs it)")
