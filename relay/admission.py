@@ -122,6 +122,7 @@ async def _admit_call(request: Request, operation: Operation, key: KeyInfo, ip: 
             retry=False,
         )
     price = await _price(model, free_unless_priced=operation.free_unless_priced)
+    metering.refuse_unpriced_tokens(operation, price)  # a per-call model on a token endpoint
     group_ratio = await database.remembered(("group", key.group), group_ratio_for, key.group)
     channels = await _channels(request, key, model, operation)
     # A Responses call that continues a stored response: the upstream bills the earlier
