@@ -80,7 +80,9 @@ async def refuse_before_body(request: Request) -> RelayError | None:
     key = request.key
     if key is None:  # not checked from the headers: admission checks it with the body
         return None
-    if _out_of_credit.lookup(("user", key.user_id))[0]:
+    # A carved sub-key never spends its owner's balance, so its owner's being spent is no
+    # reason to refuse it.
+    if not key.carved and _out_of_credit.lookup(("user", key.user_id))[0]:
         return out_of_credit("balance")
     if not key.unlimited_quota and _out_of_credit.lookup(("key", key.id))[0]:
         return out_of_credit("key")
