@@ -1,12 +1,21 @@
 """Operators' view of the money. Ledger, holds and usage are read-only: history is not edited."""
 
+import csv
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 from django import forms
+from django.apps import apps
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Sum
+from django.db.models.functions import Coalesce
+from django.http import HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
 
-from billing import redemption
+from billing import redemption, reports
 from billing.models import (
     GroupRatio,
     Hold,
@@ -19,6 +28,7 @@ from billing.models import (
     UsageLog,
     VipTier,
 )
+from billing.pricing import QUOTA_PER_USD
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -30,6 +40,41 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def _day_range(request) -> tuple[date, date]:
+    """The ``start``/``end`` days (YYYY-MM-DD, end inclusive) of an operator's report; the
+    last 30 days when absent or unreadable."""
+    today = timezone.localdate()
+    try:
+        end = date.fromisoformat(request.GET.get("end", ""))
+    except ValueError:
+        end = today
+    try:
+        start = date.fromisoformat(request.GET.get("start", ""))
+    except ValueError:
+        start = end - timedelta(days=29)
+    return min(start, end), end
+
+
+def _moment(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def _csv_response(filename: str, header: list[str], rows) -> HttpResponse:
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    writer = csv.writer(response)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return response
+
+
+def channel_names(ids) -> dict[int, str]:
+    """Channel names by id, for display. A lookup by app label: billing keeps a plain channel
+    id (it never imports relay), and a deleted channel just shows its id."""
+    Channel = apps.get_model("relay", "Channel")
+    return dict(Channel.objects.filter(id__in=set(ids) - {None}).values_list("id", "name"))
 
 
 @admin.register(LedgerEntry)
@@ -46,6 +91,107 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     )
     list_filter = ("kind",)
     search_fields = ("user__username", "note")
+    change_list_template = "admin/billing/ledgerentry/change_list.html"
+
+    def get_urls(self):
+        own = [
+            path(
+                "statement/",
+                self.admin_site.admin_view(self.statement_view),
+                name="billing_ledgerentry_statement",
+            ),
+            path(
+                "summary/",
+                self.admin_site.admin_view(self.summary_view),
+                name="billing_ledgerentry_summary",
+            ),
+        ]
+        return own + super().get_urls()
+
+    def statement_view(self, request):
+        """One user's statement for a date range (billing.reports.user_statement)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        start, end = _day_range(request)
+        username = request.GET.get("user", "").strip()
+        statement = None
+        user = None
+        if username:
+            User = LedgerEntry._meta.get_field("user").related_model
+            user = User.objects.filter(username=username).first()
+            if user is not None:
+                statement = reports.user_statement(
+                    user_id=user.id, start=_moment(start), end=_moment(end + timedelta(days=1))
+                )
+        if statement is not None and request.GET.get("format") == "csv":
+            rows = [["opening", statement.opening, usd(statement.opening)]]
+            rows += [[kind, amount, usd(amount)] for kind, amount in statement.movements.items()]
+            rows.append(["closing", statement.closing, usd(statement.closing)])
+            return _csv_response(
+                f"statement-{username}-{start}-{end}.csv", ["line", "quota", "usd"], rows
+            )
+        return TemplateResponse(
+            request,
+            "admin/billing/ledgerentry/statement.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Statement",
+                "opts": self.opts,
+                "start": start,
+                "end": end,
+                "username": username,
+                "found": user is not None,
+                "statement": statement,
+                "movements": [
+                    (kind, amount, usd(amount))
+                    for kind, amount in (statement.movements.items() if statement else [])
+                ],
+                "usd": {
+                    name: usd(getattr(statement, name))
+                    for name in ("opening", "closing", "balance_now", "open_holds_now")
+                }
+                if statement
+                else {},
+            },
+        )
+
+    def summary_view(self, request):
+        """Revenue and consumption per day, by model, channel and group, with top spenders."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        start, end = _day_range(request)
+        since, until = _moment(start), _moment(end + timedelta(days=1))
+        days = reports.daily_summary(start=since, end=until)
+        names = channel_names(
+            channel for day in days for channel in day["by_channel"] if channel is not None
+        )
+        rows = []
+        for day in days:
+            for kind, total in sorted(day["revenue"].items()):
+                rows.append([day["day"], "revenue", kind, total, usd(total)])
+            for dimension in ("by_model", "by_channel", "by_group"):
+                for name, total in sorted(day[dimension].items(), key=lambda i: str(i[0])):
+                    if dimension == "by_channel":
+                        name = names.get(name, f"#{name}") if name is not None else "(none)"
+                    rows.append([day["day"], dimension[3:], name, total, usd(total)])
+        if request.GET.get("format") == "csv":
+            return _csv_response(
+                f"summary-{start}-{end}.csv", ["day", "what", "name", "quota", "usd"], rows
+            )
+        spenders = reports.top_spenders(start=since, end=until)
+        return TemplateResponse(
+            request,
+            "admin/billing/ledgerentry/summary.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Daily summary",
+                "opts": self.opts,
+                "start": start,
+                "end": end,
+                "rows": rows,
+                "spenders": [{**row, "usd": usd(row["spent"])} for row in spenders],
+            },
+        )
 
 
 @admin.register(Hold)
@@ -63,26 +209,168 @@ class HoldAdmin(ReadOnlyAdmin):
     list_filter = ("status",)
 
 
+class DateRangeFilter(admin.ListFilter):
+    """Calls from ``created_from`` to ``created_to`` (days, inclusive), typed as dates."""
+
+    title = "date range"
+    template = "admin/billing/date_range_filter.html"
+    parameters = ("created_from", "created_to")
+
+    def __init__(self, request, params, model, model_admin):
+        super().__init__(request, params, model, model_admin)
+        self.values = {}
+        for name in self.parameters:
+            if name in params:
+                value = params.pop(name)
+                value = value[-1] if isinstance(value, list) else value
+                try:
+                    self.values[name] = date.fromisoformat(value)
+                except ValueError:
+                    pass
+
+    def has_output(self):
+        return True
+
+    def expected_parameters(self):
+        return list(self.parameters)
+
+    def queryset(self, request, queryset):
+        if "created_from" in self.values:
+            queryset = queryset.filter(created_at__gte=_moment(self.values["created_from"]))
+        if "created_to" in self.values:
+            end = _moment(self.values["created_to"] + timedelta(days=1))
+            queryset = queryset.filter(created_at__lt=end)
+        return queryset
+
+    def choices(self, changelist):
+        return []
+
+
 @admin.register(UsageLog)
 class UsageLogAdmin(ReadOnlyAdmin):
+    """The operator's usage log: who, which key and channel, what it cost in quota and $,
+    filtered by dates and searched by user, key, model or channel, with totals and CSV."""
+
     list_display = (
         "created_at",
         "user",
+        "key_name",
         "model",
-        "channel_id",
-        "input_tokens",
-        "cached_input_tokens",
-        "output_tokens",
-        "quota",
-        "usage_flag",
-        "error",
-        "latency_ms",
-        "is_stream",
+        "channel_name",
+        "tokens",
+        "cost",
         "status",
-        "client_ip",
+        "latency_ms",
     )
-    list_filter = ("status", "usage_flag", "is_stream", "endpoint")
-    search_fields = ("user__username", "model")
+    list_filter = (DateRangeFilter, "status", "usage_flag", "is_stream", "carved", "endpoint")
+    search_fields = ("user__username", "api_key__name", "model")
+    list_select_related = ("user", "api_key")
+    change_list_template = "admin/billing/usagelog/change_list.html"
+
+    def get_search_results(self, request, queryset, search_term):
+        found, duplicates = super().get_search_results(request, queryset, search_term)
+        if search_term:
+            Channel = apps.get_model("relay", "Channel")
+            channels = Channel.objects.filter(name__icontains=search_term).values("id")
+            found |= queryset.filter(channel_id__in=channels)
+        return found, duplicates
+
+    def get_urls(self):
+        export = path(
+            "export.csv",
+            self.admin_site.admin_view(self.export_view),
+            name="billing_usagelog_export",
+        )
+        return [export, *super().get_urls()]
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        changelist = getattr(response, "context_data", {}).get("cl")
+        if changelist is not None:
+            totals = changelist.queryset.aggregate(
+                calls=Count("id"),
+                quota=Coalesce(Sum("quota"), 0),
+                input=Coalesce(Sum("input_tokens"), 0),
+                output=Coalesce(Sum("output_tokens"), 0),
+            )
+            response.context_data["totals"] = {**totals, "usd": usd(totals["quota"])}
+            response.context_data["channel_names"] = channel_names(
+                row.channel_id for row in changelist.result_list
+            )
+            self._channel_names = response.context_data["channel_names"]
+        return response
+
+    def export_view(self, request):
+        """The filtered log as CSV (the changelist's filters and search apply)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        rows = self.get_changelist_instance(request).get_queryset(request)
+        rows = rows.select_related("user", "api_key").order_by("-id")[:EXPORT_LIMIT]
+        names = channel_names(rows.values_list("channel_id", flat=True))
+        return _csv_response(
+            "usage.csv",
+            [
+                "created_at",
+                "user",
+                "key",
+                "model",
+                "channel",
+                "input_tokens",
+                "cached_input_tokens",
+                "output_tokens",
+                "quota",
+                "usd",
+                "status",
+                "carved",
+            ],
+            (
+                [
+                    row.created_at.isoformat(),
+                    row.user.username,
+                    row.api_key.name if row.api_key else "",
+                    row.model,
+                    names.get(row.channel_id, row.channel_id or ""),
+                    row.input_tokens,
+                    row.cached_input_tokens,
+                    row.output_tokens,
+                    row.quota,
+                    usd(row.quota),
+                    row.status,
+                    row.carved,
+                ]
+                for row in rows
+            ),
+        )
+
+    @admin.display(description="key", ordering="api_key__name")
+    def key_name(self, row):
+        if row.api_key is None:
+            return "(deleted)"
+        return row.api_key.name or row.api_key.hint
+
+    @admin.display(description="channel")
+    def channel_name(self, row):
+        names = getattr(self, "_channel_names", None)
+        if names is None or row.channel_id not in names:
+            names = channel_names([row.channel_id])
+        return names.get(row.channel_id, f"#{row.channel_id}" if row.channel_id else "")
+
+    @admin.display(description="tokens in / out")
+    def tokens(self, row):
+        return f"{row.input_tokens} / {row.output_tokens}"
+
+    @admin.display(description="cost", ordering="quota")
+    def cost(self, row):
+        return f"{row.quota} ({usd(row.quota)})"
+
+
+# The most rows one CSV export writes (the filters narrow it).
+EXPORT_LIMIT = 200_000
+
+
+def usd(quota: int) -> str:
+    """Quota as dollars for the operator's pages (display only)."""
+    return f"${Decimal(quota) / QUOTA_PER_USD:,.6f}".rstrip("0").rstrip(".")
 
 
 # A ratio of 1 is $0.002 per 1K tokens: $2 per million.

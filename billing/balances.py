@@ -24,6 +24,15 @@ guarded by ``accounts.models.KeepsMoneyFields``. Why move, rather than give ``Ap
   wait on, or hold up, a login or an admin save of the same user.
 - ``KeepsMoneyFields`` exists only because money sits in rows other code saves; it goes.
 
+Carved sub-keys (issue 9) arrived before the move, and take the other road for now: a key
+carries ``carved`` (set at creation, never changed) and its balance in ``remaining_quota``.
+Why that is safe until the move: the deletion hole above is closed where it would happen (a
+carved key refuses ``delete()`` and queryset deletes, admin offers no delete, the site and the
+API revoke instead, and revoking returns the balance through the ledger), and every movement
+in or out is a pair of ledger rows (billing.subkeys). The batch reads the flag in the same
+locked read as the balance (billing.batch ``KEY_LOCK_COLUMN``), so the hot path pays nothing
+for it. When balances move, ``carved`` moves with the key's row.
+
 What the decision requires now is the arrow, and it is in place: accounts imports billing (a
 new key's allowance goes through ``billing.services``), billing imports nothing from accounts.
 billing reaches today's balance columns through its own foreign keys, below; the move changes
@@ -43,4 +52,4 @@ else:
     ApiKey = Hold._meta.get_field("api_key").related_model
 
 USER_TABLE: str = User._meta.db_table  # quota, used_quota, request_count
-KEY_TABLE: str = ApiKey._meta.db_table  # remaining_quota, used_quota, last_used_at
+KEY_TABLE: str = ApiKey._meta.db_table  # remaining_quota, used_quota, last_used_at, carved

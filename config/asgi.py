@@ -73,6 +73,8 @@ def relay_path(path: str) -> str | None:
 
 def is_realtime_path(path: str) -> bool:
     """/v1/realtime, in any of the tolerant forms (/v1/v1/realtime, /realtime)."""
+    if not path.lower().rstrip("/").endswith("/realtime"):  # every other call: one check
+        return False
     canonical = relay_path(path) or "/v1" + path
     return canonical.rstrip("/").lower() == realtime.PATH
 

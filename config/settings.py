@@ -404,6 +404,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing.tasks.expire_trials",
         "schedule": float(env("TRIAL_SWEEP_SECONDS", "600")),
     },
+    # Revoked or expired sub-keys give what is left back to their reseller (billing.subkeys).
+    "return-subkey-balances": {
+        "task": "billing.tasks.return_subkey_balances",
+        "schedule": float(env("SUBKEY_SWEEP_SECONDS", "300")),
+    },
+    # One email to users whose balance fell to their threshold (billing.notices).
+    "notify-low-balances": {
+        "task": "billing.tasks.notify_low_balances",
+        "schedule": float(env("LOW_BALANCE_SWEEP_SECONDS", "300")),
+    },
 }
 
 # --- REST API (/api/, the api app) ---------------------------------------------------------

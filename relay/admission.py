@@ -80,7 +80,9 @@ async def refuse_before_body(request: Request) -> RelayError | None:
     key = request.key
     if key is None:  # not checked from the headers: admission checks it with the body
         return None
-    if _out_of_credit.lookup(("user", key.user_id))[0]:
+    # A carved sub-key never spends its owner's balance, so its owner's being spent is no
+    # reason to refuse it.
+    if not key.carved and _out_of_credit.lookup(("user", key.user_id))[0]:
         return out_of_credit("balance")
     if not key.unlimited_quota and _out_of_credit.lookup(("key", key.id))[0]:
         return out_of_credit("key")
@@ -122,6 +124,7 @@ async def _admit_call(request: Request, operation: Operation, key: KeyInfo, ip: 
             retry=False,
         )
     price = await _price(model, free_unless_priced=operation.free_unless_priced)
+    metering.refuse_unpriced_tokens(operation, price)  # a per-call model on a token endpoint
     group_ratio = await database.remembered(("group", key.group), group_ratio_for, key.group)
     channels = await _channels(request, key, model, operation)
     # A Responses call that continues a stored response: the upstream bills the earlier

@@ -36,6 +36,7 @@ class KeyInfo:
     unlimited_quota: bool
     allowed_models: tuple[str, ...]
     allowed_ips: tuple[str, ...]
+    carved: bool = False  # a sub-key spending its own balance, never its owner's
 
     def allows_model(self, model: str) -> bool:
         return not self.allowed_models or model in self.allowed_models
@@ -58,6 +59,7 @@ def _load(lookup_hash: str) -> KeyInfo | None:
         unlimited_quota=row.unlimited_quota,
         allowed_models=tuple(row.allowed_models or ()),
         allowed_ips=tuple(row.allowed_ips or ()),
+        carved=row.carved,
     )
 
 

@@ -179,6 +179,20 @@ def refuse_audio_input(price: Price, audio_tokens: int) -> None:
         )
 
 
+def refuse_unpriced_tokens(operation: Operation, price: Price) -> None:
+    """A model priced only per call (an image or audio model: no token ratio) is refused on
+    the endpoints billed by tokens, where its zero ratio would make the call free."""
+    if operation.media or price.is_free or price.per_call_quota is not None:
+        return
+    if price.model_ratio <= 0:
+        raise RelayError(
+            404,
+            f"The model '{price.model}' has no price for {operation.path} on this site.",
+            code="model_not_found",
+            retry=False,
+        )
+
+
 def set_output_limit(
     body: dict,
     *,

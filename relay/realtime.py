@@ -67,6 +67,9 @@ from relay.routing import ChannelInfo
 logger = logging.getLogger(__name__)
 
 PATH = "/v1/realtime"
+# The operation its usage rows and money steps name. Not a row of relay.operations' table:
+# that table is the HTTP front's routes (relay.views makes a request/response endpoint of each
+# row), and a WebSocket session is neither.
 REALTIME = Operation(
     name="realtime",
     path=PATH,

@@ -355,3 +355,18 @@ def test_an_upstream_failure_releases_the_hold_of_a_transcription(
     assert charged(alice) == 0
     assert Hold.objects.get().status == Hold.Status.RELEASED
     books_balance()
+
+
+def test_an_audio_model_cannot_chat_for_free(
+    alice, alice_key, audio_channel, make_openai, mock_upstream, books_balance
+):
+    """whisper-1 is priced per minute only: its token ratio of 0 must not make chat free."""
+    with pytest.raises(openai.NotFoundError) as refused:
+        make_openai(alice_key).chat.completions.create(
+            model="whisper-1", messages=[{"role": "user", "content": "hi"}]
+        )
+
+    assert "has no price for /v1/chat/completions" in refused.value.body["message"]
+    assert mock_upstream.requests == []
+    assert not Hold.objects.exists()
+    books_balance()

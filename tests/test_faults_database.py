@@ -60,6 +60,8 @@ def running(stack):
 
 
 def openai_client(stack, **options) -> openai.OpenAI:
+    """A client that gives up after 15 s (a hang fails the test instead of stalling it)."""
+    options.setdefault("timeout", 15)
     return openai.OpenAI(
         base_url=f"{stack.url}/v1", api_key=stack.account["key"], max_retries=0, **options
     )
@@ -113,7 +115,7 @@ def test_calls_while_postgres_is_stopped_get_a_quick_503_in_their_format(running
     began = time.monotonic()
     with pytest.raises(anthropic.APIStatusError) as refused:
         anthropic.Anthropic(
-            base_url=stack.url, api_key=stack.account["key"], max_retries=0
+            base_url=stack.url, api_key=stack.account["key"], max_retries=0, timeout=15
         ).messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=HELLO)
     assert time.monotonic() - began < FAST_503_SECONDS
     assert refused.value.status_code == 503

@@ -359,3 +359,50 @@ def test_a_50_mb_upload_streams_through_without_growing_memory(
     assert log.quota == per_image("dall-e-2", "1024x1024")
     assert UsageLog.objects.count() == 2
     books_balance()
+
+
+def test_a_form_is_parsed_whatever_pieces_its_boundaries_fall_across(monkeypatch):
+    """Boundaries are searched a piece at a time: one cut by a piece's end is still found."""
+    from relay import media
+
+    boundary = "b0undary"
+    image = PNG + b"--b0und" + bytes(50)  # looks like the start of a boundary, is not one
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\ndall-e-2\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+            f'filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+        ).encode()
+        + image
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    for piece in (1, 5, 7, 13, 64, 4096):
+        monkeypatch.setattr(media, "SCAN_BYTES", piece)
+        upload = media.Upload(
+            io.BytesIO(body), len(body), f"multipart/form-data; boundary={boundary}"
+        )
+        form = upload.form
+        assert form.fields == {"model": "dall-e-2"}, piece
+        [part] = form.files("image")
+        assert (part.filename, part.content_type) == ("a.png", "image/png")
+        assert body[part.start : part.end] == image, piece
+
+
+def test_an_upload_is_sent_whole_to_the_next_channel_when_the_first_fails(
+    alice, alice_key, mock_upstream, make_openai, books_balance
+):
+    add_channel(mock_upstream.url, name="first", models=["dall-e-2"], priority=10)
+    add_channel(mock_upstream.url, name="second", models=["dall-e-2"], priority=1)
+    mock_upstream.script({"status": 503})
+    image = PNG + bytes(range(256)) * 1000
+
+    make_openai(alice_key).images.edit(
+        model="dall-e-2", image=("photo.png", io.BytesIO(image), "image/png"), prompt="x"
+    )
+
+    assert len(mock_upstream.requests) == 2
+    [form] = mock_upstream.uploads  # the first was refused before its form was read
+    assert form["files"]["image"][0]["sha256"] == hashlib.sha256(image).hexdigest()
+    [log] = settled_usage()
+    assert log.quota == per_image("dall-e-2", "1024x1024")
+    books_balance()

@@ -194,3 +194,19 @@ def test_a_revoked_key_is_refused_and_what_calls_left_in_it_goes_back(
     carol.refresh_from_db()
     assert carol.quota == ALICE_CREDIT - row.quota
     books_balance()
+
+
+def test_a_resellers_spent_balance_refused_a_moment_ago_does_not_refuse_the_sub_key(
+    carol, openai_channel, make_openai, books_balance
+):
+    key, clear = carved(carol, DOLLAR)
+    _, own = create_api_key(user=carol, name="carol's own")
+    carol.refresh_from_db()
+    billing.grant(user=carol, amount=-carol.quota, note="reseller spent everything")
+    ask = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
+
+    with pytest.raises(openai.RateLimitError):  # her own key: her balance is spent
+        make_openai(own).chat.completions.create(**ask)
+    # The relay remembers her spent balance for a few seconds; the sub-key does not use it.
+    assert make_openai(clear).chat.completions.create(**ask).usage.total_tokens > 0
+    books_balance()
