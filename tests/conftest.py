@@ -338,7 +338,7 @@ def wait_until_settled(timeout: float = 10.0) -> bool:
     return bool(eventually(lambda: calls_in_flight() == 0, timeout=timeout))
 
 
-def _settled_after_whole_answers(response: httpx.Response) -> None:
+def settled_after_whole_answers(response: httpx.Response) -> None:
     """An SDK client's response hook: once a whole (non-stream) answer is in, wait for its
     settlement, so a test reads the books as the call left them."""
     if not response.headers.get("content-type", "").startswith("text/event-stream"):
@@ -348,7 +348,7 @@ def _settled_after_whole_answers(response: httpx.Response) -> None:
 
 def settling_http_client(sdk) -> httpx.Client:
     """The SDK's own httpx client, waiting for the settlement of each whole answer."""
-    return sdk.DefaultHttpxClient(event_hooks={"response": [_settled_after_whole_answers]})
+    return sdk.DefaultHttpxClient(event_hooks={"response": [settled_after_whole_answers]})
 
 
 @pytest.fixture

@@ -15,7 +15,12 @@ from relay.formats.anthropic_messages import AnthropicPassthrough
 from relay.formats.anthropic_messages import sse as anthropic_sse
 from relay.formats.common import EventParser
 from tests.charges import expected_charge
-from tests.conftest import ALICE_CREDIT, UPSTREAM_KEY, settled_usage, wait_until_settled
+from tests.conftest import (
+    ALICE_CREDIT,
+    UPSTREAM_KEY,
+    settled_after_whole_answers,
+    settled_usage,
+)
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -29,7 +34,10 @@ HELLO = [{"role": "user", "content": "Say hello"}]
 def recording_client(sent: list) -> anthropic.DefaultHttpxClient:
     """An HTTP client for the SDK that keeps the headers of every request it sends."""
     return anthropic.DefaultHttpxClient(
-        event_hooks={"request": [lambda request: sent.append(request.headers)]}
+        event_hooks={
+            "request": [lambda request: sent.append(request.headers)],
+            "response": [settled_after_whole_answers],
+        }
     )
 
 
@@ -114,7 +122,6 @@ def test_the_key_is_accepted_as_a_bearer_token(alice, alice_key, anthropic_chann
 
     assert message.content[0].text == "hello hello hello "
     assert sent[0]["authorization"] == f"Bearer {alice_key}" and "x-api-key" not in sent[0]
-    wait_until_settled()
     assert UsageLog.objects.get().user_id == alice.id
 
 
