@@ -291,6 +291,12 @@ def judge(
             1 for call in errors if call.get("status", 0) >= 500 and call.get("retry") != "true"
         ),
         "slowest_seconds": round(max((call["seconds"] for call in calls), default=0), 2),
+        "slowest_started_at": round(max(calls, key=lambda call: call["seconds"])["at"], 2)
+        if calls
+        else None,
+        "p99_seconds": round(
+            sorted(call["seconds"] for call in calls)[int(len(calls) * 0.99)] if calls else 0, 2
+        ),
         "fault": {key: round(value, 2) for key, value in window.items()},
         "last_failure_ended_at": round(recovered_at, 2) if recovered_at is not None else None,
         "recovery_seconds": round(max(0.0, recovered_at - window["to"]), 2)

@@ -55,9 +55,19 @@ def away() -> bool:
     return time.monotonic() < _away_until
 
 
+def _contention(problem: BaseException | str) -> bool:
+    """A deadlock or serialization failure (SQLSTATE class 40): that transaction lost, the
+    database is there. psycopg counts these as OperationalError too."""
+    cause = problem.__cause__ if isinstance(problem, BaseException) else None
+    return str(getattr(cause, "sqlstate", "") or "").startswith("40")
+
+
 def mark_away(problem: BaseException | str) -> None:
-    """Remember the database as away for ``DATABASE_RETRY_SECONDS``; warn, rate-limited."""
+    """Remember the database as away for ``DATABASE_RETRY_SECONDS`` (not for a transaction
+    that merely lost a deadlock); warn, rate-limited."""
     global _away_until, _last_warning
+    if _contention(problem):
+        return
     now = time.monotonic()
     _away_until = now + settings.DATABASE_RETRY_SECONDS
     if now - _last_warning >= WARN_EVERY_SECONDS:

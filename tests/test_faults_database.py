@@ -21,7 +21,7 @@ from tests.private_services import missing_binaries, private_stack
 
 pytestmark = [pytest.mark.postgres]
 
-MODELS = "gpt-4o,gpt-4o-mini,claude-sonnet-4-5,gemini-2.5-flash"
+MODELS = "gpt-4o,gpt-4o-mini,claude-haiku-4-5,gemini-2.5-flash"
 FAST_503_SECONDS = 3.0  # the database's wait (2 s) and a margin: never the old 14-58 s hangs
 HELLO = [{"role": "user", "content": "hi"}]
 
@@ -116,7 +116,7 @@ def test_calls_while_postgres_is_stopped_get_a_quick_503_in_their_format(running
     with pytest.raises(anthropic.APIStatusError) as refused:
         anthropic.Anthropic(
             base_url=stack.url, api_key=stack.account["key"], max_retries=0, timeout=15
-        ).messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=HELLO)
+        ).messages.create(model="claude-haiku-4-5", max_tokens=10, messages=HELLO)
     assert time.monotonic() - began < FAST_503_SECONDS
     assert refused.value.status_code == 503
     assert refused.value.body["error"]["type"] == "overloaded_error"
