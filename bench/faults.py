@@ -45,6 +45,7 @@ from tests.private_services import (  # noqa: E402 - the repository's root is on
     SluiceStack,
     missing_binaries,
     private_stack,
+    stop_group,
 )
 
 MODEL = "bench-faults"
@@ -164,16 +165,6 @@ def start_celery(stack: SluiceStack) -> subprocess.Popen:
          "--loglevel", "warning"],
         cwd=ROOT, env=stack.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 # name -> (seconds of load, seconds into it when the fault starts, the fault, client timeout)
@@ -339,7 +330,7 @@ def main() -> None:
                     print(json.dumps(result), flush=True)
                     results.append(result)
             finally:
-                stop(celery)
+                stop_group(celery)
                 log = stack.server_log()
                 print(
                     f"server log: {log.count(' ERROR ')} ERROR lines, "
@@ -347,7 +338,7 @@ def main() -> None:
                     flush=True,
                 )
     finally:
-        stop(upstream)
+        stop_group(upstream)
     Path(options.out).parent.mkdir(parents=True, exist_ok=True)
     Path(options.out).write_text(json.dumps(results, indent=1))
     print(table(results))

@@ -93,6 +93,19 @@ def _signal_all(pids: list[int], signum: int) -> None:
             os.kill(pid, signum)
 
 
+def stop_group(process: subprocess.Popen) -> None:
+    """Stop a process started in a session of its own, with everything it started: TERM,
+    then KILL after 15 s."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
 def wait_until(check, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -459,14 +472,8 @@ class SluiceStack:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def stop_server(self) -> None:
-        if self.server is not None and self.server.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.server.pid, signal.SIGTERM)
-            try:
-                self.server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.server.pid, signal.SIGKILL)
-                self.server.wait(timeout=10)
+        if self.server is not None:
+            stop_group(self.server)
 
     def close(self) -> None:
         self.stop_server()
