@@ -7,6 +7,7 @@ from decimal import Decimal
 from django import forms
 from django.apps import apps
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Sum
 from django.db.models.functions import Coalesce
@@ -117,8 +118,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         statement = None
         user = None
         if username:
-            User = LedgerEntry._meta.get_field("user").related_model
-            user = User.objects.filter(username=username).first()
+            user = get_user_model().objects.filter(username=username).first()
             if user is not None:
                 statement = reports.user_statement(
                     user_id=user.id, start=_moment(start), end=_moment(end + timedelta(days=1))
@@ -285,19 +285,20 @@ class UsageLogAdmin(ReadOnlyAdmin):
 
     def changelist_view(self, request, extra_context=None):
         response = super().changelist_view(request, extra_context)
-        changelist = getattr(response, "context_data", {}).get("cl")
-        if changelist is not None:
+        context = response.context_data if isinstance(response, TemplateResponse) else None
+        changelist = (context or {}).get("cl")
+        if context is not None and changelist is not None:
             totals = changelist.queryset.aggregate(
                 calls=Count("id"),
                 quota=Coalesce(Sum("quota"), 0),
                 input=Coalesce(Sum("input_tokens"), 0),
                 output=Coalesce(Sum("output_tokens"), 0),
             )
-            response.context_data["totals"] = {**totals, "usd": usd(totals["quota"])}
-            response.context_data["channel_names"] = channel_names(
+            context["totals"] = {**totals, "usd": usd(totals["quota"])}
+            context["channel_names"] = channel_names(
                 row.channel_id for row in changelist.result_list
             )
-            self._channel_names = response.context_data["channel_names"]
+            self._channel_names = context["channel_names"]
         return response
 
     def export_view(self, request):
