@@ -20,7 +20,7 @@ from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
 from config import health  # noqa: E402
 from config.logging import redact_access_logs  # noqa: E402
-from relay import http, realtime, upstream, views  # noqa: E402
+from relay import http, ready_holds, realtime, upstream, views  # noqa: E402
 
 # Matched without regard to case, and the bare prefixes too: a near miss (/V1/chat/completions,
 # /v1) gets the relay's JSON 404 or 405, never the site's HTML page.
@@ -38,6 +38,7 @@ async def lifespan(receive, send) -> None:
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await ready_holds.give_back_all()
             await upstream.close_clients()
             await send({"type": "lifespan.shutdown.complete"})
             return

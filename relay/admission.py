@@ -24,7 +24,17 @@ from billing import writer
 from billing.operations import HeldQuota, InsufficientQuota, Release, Reserve
 from billing.pricing import UNPRICED, Demand, Price, group_ratio_for, price_for
 from config.cache import LocalMemo, memo
-from relay import auth, database, media, metering, routing, stored_responses, tokens, validation
+from relay import (
+    auth,
+    database,
+    media,
+    metering,
+    ready_holds,
+    routing,
+    stored_responses,
+    tokens,
+    validation,
+)
 from relay.auth import KeyInfo
 from relay.calls import Call, give_slot, take_slot, track
 from relay.errors import RelayError
@@ -227,31 +237,16 @@ async def _hold(call: Call) -> None:
     least = full
     if named is None and limit > 1:
         least = call.price.most(replace(demand, output_tokens=1), call.group_ratio)
-    if database.away():  # a call just found it away: answer now, not after a wait
-        raise database.unavailable()
-    placing = writer.submit(
-        Reserve(
-            user_id=call.key.user_id,
-            api_key_id=call.key.id,
-            unlimited_key=call.key.unlimited_quota,
-            amount=full,
-            minimum=least,
-        )
+    reserve = Reserve(
+        user_id=call.key.user_id,
+        api_key_id=call.key.id,
+        unlimited_key=call.key.unlimited_quota,
+        amount=full,
+        minimum=least,
     )
-    try:
-        outcome = await asyncio.wait_for(
-            asyncio.shield(placing), settings.RELAY_DATABASE_WAIT_SECONDS
-        )
-    except TimeoutError:
-        # The database does not answer (frozen, or far behind): the call is answered 503 now,
-        # and a hold placed later is given back, as for a client that left.
-        placing.add_done_callback(_release_orphan)
-        database.mark_away(f"no hold within {settings.RELAY_DATABASE_WAIT_SECONDS:g} s")
-        raise database.unavailable() from None
-    except asyncio.CancelledError:
-        # The client left while the hold was being placed: nobody will settle it.
-        placing.add_done_callback(_release_orphan)
-        raise
+    # A hold placed ahead for this key (relay.ready_holds) that covers this call in full.
+    ready = ready_holds.take(reserve) if per_call is None else None
+    outcome = ready if ready is not None else await _place(reserve)
     if isinstance(outcome, InsufficientQuota):
         if outcome.spent:
             who = ("key", call.key.id) if outcome.limit == "key" else ("user", call.key.user_id)
@@ -265,6 +260,7 @@ async def _hold(call: Call) -> None:
     held = call.hold = cast(HeldQuota, outcome)  # a Reserve's outcome, once not refused
     if per_call is not None:
         return  # no output limit to decide: relay.media settles what it held
+    ready_holds.refill(replace(reserve, minimum=None))  # the key's next call's, meanwhile
     if held.amount < full:
         limit = call.price.output_covered(held.amount, demand, call.group_ratio)
         sent = limit if settings.RELAY_CAP_OUTPUT_TO_BALANCE else None
@@ -274,6 +270,25 @@ async def _hold(call: Call) -> None:
         call.output_limit = sent
     call.output_cap = (sent if sent is not None else most) * choices
     call.limit_spelling = metering.client_limit_spelling(call.operation, call.body)
+
+
+async def _place(reserve: Reserve):
+    """Place a hold through the ledger writer: its outcome (a hold, a refusal, or the error)."""
+    if database.away():  # a call just found it away: answer now, not after a wait
+        raise database.unavailable()
+    placing = writer.submit(reserve)
+    try:
+        return await asyncio.wait_for(asyncio.shield(placing), settings.RELAY_DATABASE_WAIT_SECONDS)
+    except TimeoutError:
+        # The database does not answer (frozen, or far behind): the call is answered 503 now,
+        # and a hold placed later is given back, as for a client that left.
+        placing.add_done_callback(_release_orphan)
+        database.mark_away(f"no hold within {settings.RELAY_DATABASE_WAIT_SECONDS:g} s")
+        raise database.unavailable() from None
+    except asyncio.CancelledError:
+        # The client left while the hold was being placed: nobody will settle it.
+        placing.add_done_callback(_release_orphan)
+        raise
 
 
 def _release_orphan(placing: asyncio.Future) -> None:

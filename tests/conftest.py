@@ -161,12 +161,22 @@ def fresh_caches():
     be made again in the next test's database."""
     from billing import journal
     from config.cache import forget_all
+    from relay import ready_holds
 
     forget_all()
     journal.forget()
+    ready_holds.forget()
     yield
     forget_all()
     journal.forget()
+    ready_holds.forget()
+
+
+@pytest.fixture(autouse=True)
+def no_ready_holds(settings):
+    """Calls place their own holds unless a test turns ready holds on (tests/test_ready_holds.py):
+    holds placed ahead would show in the balances the tests check."""
+    settings.RELAY_READY_HOLDS = 0
 
 
 @pytest.fixture(autouse=True, scope="session")

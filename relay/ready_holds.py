@@ -1,0 +1,150 @@
+"""Holds placed ahead of the calls that will use them, so a call does not wait for its hold.
+
+Placing a hold is a transaction (billing.writer), and on a busy PostgreSQL it is most of what
+the relay adds to a call at one connection (bench/README.md). So once a key has made a call,
+this process places the next call's hold in the background, while the current call is still
+being answered: up to ``RELAY_READY_HOLDS`` holds per key, each a normal hold (one row, its
+amount taken from the balance and the key's allowance, settled exactly once or released), sized
+to cover the key's last call in full. A call that finds a ready hold covering the most it can
+cost takes it and goes upstream at once; any other call places its own hold as before.
+
+Nothing about the money changes: a ready hold is placed under the same rules as any hold (no
+hold once the balance is at or below zero; the balance and the allowance cover it in full), a
+call uses only a hold that covers its own most, and is settled or released through its hold
+exactly as before. What a person sees: while a key is in use, its balance shows up to
+``RELAY_READY_HOLDS`` calls' worth set aside, given back ``RELAY_READY_HOLD_IDLE_SECONDS``
+after the key's last call (or when the process stops; if it dies, when the holds expire).
+"""
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+from django.conf import settings
+
+from billing import writer
+from billing.operations import HeldQuota, Release, Reserve
+
+# A ready hold is used only while young: its expiry must leave a whole call's time.
+MAX_AGE_SECONDS = 60.0
+# Ready holds in all, per process: keys beyond this place their holds as they come.
+MAX_READY = 1000
+
+Scope = tuple[int, int, bool]  # user id, key id, whether the key is unlimited
+
+
+@dataclass
+class _Pool:
+    ready: list[tuple[HeldQuota, float]] = field(default_factory=list)  # hold, when placed
+    placing: int = 0
+    amount: int = 0  # what the next ready hold is sized to (the key's last call)
+    used: float = 0.0  # monotonic time of the key's last call
+
+
+_pools: dict[Scope, _Pool] = {}
+_sweeper: "asyncio.Task | None" = None
+
+
+def forget() -> None:
+    """Drop this process's ready holds without releasing them (tests only: each test's database
+    is new, and its holds went with the old one)."""
+    _pools.clear()
+
+
+def _scope(reserve: Reserve) -> Scope:
+    return (reserve.user_id, reserve.api_key_id, reserve.unlimited_key)
+
+
+def _count() -> int:
+    return sum(len(pool.ready) + pool.placing for pool in _pools.values())
+
+
+def take(reserve: Reserve) -> HeldQuota | None:
+    """A ready hold of this key covering ``reserve.amount`` in full, or None."""
+    pool = _pools.get(_scope(reserve))
+    if pool is None:
+        return None
+    now = time.monotonic()
+    for index, (hold, placed) in enumerate(pool.ready):
+        if hold.amount >= reserve.amount and now - placed < MAX_AGE_SECONDS:
+            del pool.ready[index]
+            return hold
+    return None
+
+
+def refill(reserve: Reserve) -> None:
+    """After a call of this key: place holds for its next calls, in the background."""
+    wanted = settings.RELAY_READY_HOLDS
+    if wanted <= 0:
+        return
+    scope = _scope(reserve)
+    pool = _pools.setdefault(scope, _Pool())
+    pool.used = time.monotonic()
+    pool.amount = max(reserve.amount, 1)
+    while len(pool.ready) + pool.placing < wanted and _count() < MAX_READY:
+        pool.placing += 1
+        ahead = Reserve(
+            user_id=reserve.user_id,
+            api_key_id=reserve.api_key_id,
+            unlimited_key=reserve.unlimited_key,
+            amount=pool.amount,
+        )
+        writer.submit(ahead).add_done_callback(lambda placing: _placed(scope, placing))
+    _watch()
+
+
+def _placed(scope: Scope, placing: "asyncio.Future") -> None:
+    pool = _pools.get(scope)
+    outcome = None if placing.cancelled() else placing.result()
+    if not isinstance(outcome, HeldQuota):
+        if pool is not None:
+            pool.placing -= 1
+        return  # refused (short of credit) or failed: the next call places its own
+    if pool is None or settings.RELAY_READY_HOLDS <= 0:
+        writer.submit(Release(outcome))
+        return
+    pool.placing -= 1
+    pool.ready.append((outcome, time.monotonic()))
+
+
+def _watch() -> None:
+    """Start, on this event loop, the task that gives idle keys' holds back."""
+    global _sweeper
+    if _sweeper is None or _sweeper.done():
+        _sweeper = asyncio.get_running_loop().create_task(_sweep())
+
+
+async def _sweep() -> None:
+    while _pools:
+        await asyncio.sleep(min(settings.RELAY_READY_HOLD_IDLE_SECONDS, 1.0))
+        give_back(idle_for=settings.RELAY_READY_HOLD_IDLE_SECONDS)
+
+
+async def give_back_all() -> None:
+    """Release every ready hold and wait (a little) for the releases to commit: the process is
+    stopping."""
+    releasing = give_back()
+    if releasing:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*releasing, return_exceptions=True), 5.0)
+
+
+def give_back(*, idle_for: float = 0.0) -> "list[asyncio.Future]":
+    """Release the ready holds of keys idle for ``idle_for`` seconds (all: 0), and any too old
+    to be used; the releases under way."""
+    now = time.monotonic()
+    released: list[asyncio.Future] = []
+    for scope, pool in list(_pools.items()):
+        idle = now - pool.used >= idle_for
+        keep = []
+        for hold, placed in pool.ready:
+            if idle or now - placed >= MAX_AGE_SECONDS:
+                with contextlib.suppress(RuntimeError):  # no event loop: the expiry sweep's
+                    released.append(writer.submit(Release(hold)))
+            else:
+                keep.append((hold, placed))
+        pool.ready = keep
+        if idle and not pool.placing:
+            del _pools[scope]
+    return released

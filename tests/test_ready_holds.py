@@ -1,0 +1,82 @@
+"""Holds placed ahead of a key's next calls (relay.ready_holds): the next call goes upstream
+without waiting for its hold, and the money is exactly what it would have been.
+
+Each ready hold is a normal hold: placed under the same rules, used by one call that it covers
+in full, settled once; the unused ones are given back when the key goes idle.
+"""
+
+import pytest
+
+from billing.models import Hold, UsageLog
+from tests.charges import expected_charge
+from tests.conftest import ALICE_CREDIT, eventually, settled_usage
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HELLO = [{"role": "user", "content": "Say hello"}]
+
+
+@pytest.fixture
+def ready_holds_on(settings):
+    settings.RELAY_READY_HOLDS = 2
+    settings.RELAY_READY_HOLD_IDLE_SECONDS = 0.5
+
+
+def open_holds() -> set[int]:
+    return set(Hold.objects.filter(status=Hold.Status.OPEN).values_list("id", flat=True))
+
+
+def test_the_next_call_uses_a_hold_placed_ahead_and_costs_what_it_would_have(
+    alice, alice_key, openai_channel, make_openai, ready_holds_on, books_balance
+):
+    client = make_openai(alice_key)
+    client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=20)
+    ahead = eventually(lambda: len(open_holds()) == 2 and open_holds())
+    assert ahead, "two holds are placed ahead for the key's next calls"
+
+    client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=20)
+
+    first, second = settled_usage(2)
+    assert second.hold_id in ahead  # it went upstream on a hold placed before it arrived
+    for row in (first, second):
+        assert row.quota == expected_charge("gpt-4o", input=row.input_tokens, output=3)
+    # Idle: what was set aside comes back, and the balance is the credit less the two charges.
+    assert eventually(lambda: not open_holds(), timeout=10)
+    alice.refresh_from_db()
+    assert alice.quota == ALICE_CREDIT - first.quota - second.quota
+    books_balance()
+
+
+def test_a_call_a_ready_hold_does_not_cover_places_its_own(
+    alice, alice_key, openai_channel, make_openai, ready_holds_on, books_balance
+):
+    client = make_openai(alice_key)
+    client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=20)
+    ahead = eventually(lambda: len(open_holds()) == 2 and open_holds())
+    assert ahead
+
+    client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=2000)
+
+    bigger = UsageLog.objects.order_by("id").last()
+    assert bigger.hold_id not in ahead
+    own = Hold.objects.get(id=bigger.hold_id).amount
+    assert own >= expected_charge("gpt-4o", output=2000)
+    assert own > max(Hold.objects.filter(id__in=ahead).values_list("amount", flat=True))
+    assert eventually(lambda: not open_holds(), timeout=10)
+    books_balance()
+
+
+def test_no_hold_is_placed_ahead_that_the_balance_cannot_cover(
+    alice, alice_key, openai_channel, make_openai, ready_holds_on, books_balance
+):
+    from billing import services
+
+    one_call = expected_charge("gpt-4o", input=20, output=20)
+    services.grant(user=alice, amount=one_call + 10 - alice.quota)  # about one call's worth
+    make_openai(alice_key).chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=20)
+
+    settled_usage(1)
+    assert not open_holds()  # the balance left could not cover another call in full
+    alice.refresh_from_db()
+    assert alice.quota >= 0
+    books_balance()
