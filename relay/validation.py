@@ -806,14 +806,45 @@ ResponsesInput = _by_json_type(
 
 
 class ResponsesFunctionTool(Shape):
-    """Only function tools: the hosted ones (web search, file search, code interpreter, image
-    generation, ...) run and bill at OpenAI, at prices this site does not charge."""
-
     type: Literal["function"]
     name: str
     description: str | None = None
     parameters: Object | None = None
     strict: bool | None = None
+
+
+class ResponsesClientTool(Shape):
+    """A tool the client runs itself, of a kind other than `function`: `custom` (free-form
+    input), `namespace` (a named group of function tools, as Codex CLI sends), `local_shell`,
+    `apply_patch`. The model only emits calls to it, billed as tokens; converting it to another
+    format is refused (relay.formats.openai_responses)."""
+
+    type: Literal["custom", "namespace", "local_shell", "apply_patch"]
+
+
+class ResponsesHostedTool(Shape):
+    """Any other kind: a hosted tool (web search, file search, code interpreter, image
+    generation, MCP, ...) runs and bills at OpenAI, at prices this site does not charge."""
+
+    type: Annotated[
+        str,
+        AfterValidator(
+            lambda kind: _refused(
+                f"hosted tools of type {kind!r} are not offered on this site (only tools the "
+                "client runs: function, custom, namespace, local_shell, apply_patch)"
+            )(kind)
+        ),
+    ]
+
+
+ResponsesTool = _by_field(
+    "type",
+    {
+        "function": ResponsesFunctionTool,
+        **dict.fromkeys(("custom", "namespace", "local_shell", "apply_patch"), ResponsesClientTool),
+    },
+    otherwise=ResponsesHostedTool,
+)
 
 
 class ResponsesNamedFunction(Shape):
@@ -836,7 +867,7 @@ class ResponsesRequest(Shape):
     model: ModelName
     input: ResponsesInput | None = None
     instructions: str | None = None
-    tools: list[ResponsesFunctionTool] | None = None
+    tools: list[ResponsesTool] | None = None
     tool_choice: ResponsesToolChoice | None = None
     parallel_tool_calls: bool | None = None
     max_output_tokens: OutputTokens | None = None

@@ -387,3 +387,44 @@ def test_what_cannot_be_served_is_refused_naming_the_field(
     assert answer.status_code == 400
     assert answer.json()["error"]["param"] == param
     assert mock_upstream.requests == []
+
+
+def test_a_hosted_tool_is_refused_by_name_and_client_run_tools_pass_through(
+    alice, alice_key, openai_channel, relay_url, mock_upstream
+):
+    headers = {"Authorization": f"Bearer {alice_key}"}
+    namespace = {"type": "namespace", "name": "agents", "tools": [{"type": "function"}]}
+    custom = {"type": "custom", "name": "apply_patch", "format": {"type": "text"}}
+    body = {"model": "gpt-4o", "input": "Hi"}
+    hosted = httpx.post(
+        f"{relay_url}/v1/responses",
+        json={**body, "tools": [custom, {"type": "web_search"}]},
+        headers=headers,
+    )
+    assert hosted.status_code == 400
+    assert hosted.json()["error"]["param"] == "tools[1].type"
+    assert "'web_search' are not offered" in hosted.json()["error"]["message"]
+    assert mock_upstream.requests == []
+
+    served = httpx.post(
+        f"{relay_url}/v1/responses", json={**body, "tools": [namespace, custom]}, headers=headers
+    )
+    assert served.status_code == 200
+    [sent] = mock_upstream.requests
+    assert sent["json"]["tools"] == [namespace, custom]
+    settled_usage()
+
+
+def test_a_client_run_tool_other_than_a_function_is_not_converted(
+    alice, alice_key, anthropic_channel, relay_url, mock_upstream
+):
+    custom = {"type": "custom", "name": "apply_patch"}
+    answer = httpx.post(
+        f"{relay_url}/v1/responses",
+        json={"model": "claude-haiku-4-5", "input": "Hi", "tools": [custom]},
+        headers={"Authorization": f"Bearer {alice_key}"},
+    )
+    assert answer.status_code == 400
+    message = answer.json()["error"]["message"]
+    assert "tools[0]: tools of type 'custom' cannot be converted" in message
+    assert mock_upstream.requests == []
