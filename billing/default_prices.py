@@ -14,6 +14,9 @@ LIST_PRICES = {
     "gpt-5": ("1.25", "10", "0.125", None, 128_000),
     "gpt-5-mini": ("0.25", "2", "0.025", None, 128_000),
     "gpt-5-nano": ("0.05", "0.40", "0.005", None, 128_000),
+    # The OpenAI Agents SDK's default model (openai-agents 0.24); prompts above 272K tokens
+    # cost 2x input and 1.5x output at OpenAI, a tier not modelled here.
+    "gpt-5.6-luna": ("0.20", "1.20", "0.02", None, 128_000),
     "gpt-4.1": ("2", "8", "0.50", None, 32_768),
     "gpt-4.1-mini": ("0.40", "1.60", "0.10", None, 32_768),
     "gpt-4.1-nano": ("0.10", "0.40", "0.025", None, 32_768),
@@ -42,9 +45,22 @@ LIST_PRICES = {
     # DeepSeek (V3.2 prices; cache hit vs miss)
     "deepseek-chat": ("0.28", "0.42", "0.028", None, 8_192),
     "deepseek-reasoner": ("0.28", "0.42", "0.028", None, 65_536),
+    # OpenAI's realtime models (text prices here, audio in AUDIO_PRICES). OpenAI prices cached
+    # audio as cached text for these three, as relay.realtime bills it.
+    "gpt-realtime": ("4", "16", "0.40", None, 4_096),
+    "gpt-4o-realtime-preview": ("5", "20", "2.50", None, 4_096),
+    "gpt-4o-mini-realtime-preview": ("0.60", "2.40", "0.30", None, 4_096),
     # OpenAI's image model billed by tokens: input at the image-input price ($10; text input is
     # $5, so a prompt's few tokens are billed a little above list), output images at $40.
     "gpt-image-1": ("10", "40", "2.50", None, 0),
+}
+
+# Audio tokens, USD per 1M: (audio input, audio output). Stored as ratios to the model's text
+# input price; a model without them refuses audio (and the realtime API).
+AUDIO_PRICES = {
+    "gpt-realtime": ("32", "64"),
+    "gpt-4o-realtime-preview": ("40", "80"),
+    "gpt-4o-mini-realtime-preview": ("10", "20"),
 }
 
 # Models billed per call rather than by tokens, in quota units (500,000 = $1), from OpenAI's
@@ -92,6 +108,18 @@ def ratios(
     }
 
 
+def audio_ratios(model: str) -> dict:
+    """The audio ratio fields of a model in AUDIO_PRICES: its audio prices over its input price
+    (six decimals, as stored)."""
+    per_million = Decimal(LIST_PRICES[model][0])
+    audio_input, audio_output = (Decimal(usd) for usd in AUDIO_PRICES[model])
+    places = Decimal("0.000001")
+    return {
+        "audio_input_ratio": (audio_input / per_million).quantize(places),
+        "audio_output_ratio": (audio_output / per_million).quantize(places),
+    }
+
+
 def load_default_prices(model_price) -> int:
     """Create the rows that are missing (never overwrites an operator's price).
 
@@ -101,7 +129,12 @@ def load_default_prices(model_price) -> int:
     known = {field.name for field in model_price._meta.get_fields()}
     created = 0
     for model, row in LIST_PRICES.items():
-        defaults = {name: value for name, value in ratios(*row).items() if name in known}
+        fields = ratios(*row)
+        if model in AUDIO_PRICES:
+            fields |= audio_ratios(model)
+        defaults = {name: value for name, value in fields.items() if name in known}
+        if model in AUDIO_PRICES and "audio_input_ratio" not in defaults:
+            continue  # not before the audio columns exist: a realtime model is audio
         _, made = model_price.objects.get_or_create(model=model, defaults=defaults)
         created += made
     for model, fields in PER_CALL_PRICES.items():

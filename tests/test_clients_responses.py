@@ -7,8 +7,6 @@ litellm is not among them: its wheel brings boto3, huggingface_hub and tokenizer
 for a test dependency.
 """
 
-from decimal import Decimal
-
 import openai
 import pytest
 from agents import (
@@ -21,7 +19,6 @@ from agents import (
 from agents.models import get_default_model
 from langchain_openai import ChatOpenAI
 
-from billing.models import ModelPrice
 from tests.charges import assert_billed_once_each, expected_charge
 from tests.conftest import add_channel, settled_usage
 
@@ -33,12 +30,9 @@ pytestmark = [
 
 @pytest.fixture
 def agents_model(mock_upstream, db):
-    """The Agents SDK's default model, priced and offered by an OpenAI channel (the site's
-    default price list may not know the newest default)."""
+    """The Agents SDK's default model, at the shipped price (tests/test_default_prices.py
+    checks it has one), offered by an OpenAI channel."""
     model = get_default_model()
-    ModelPrice.objects.update_or_create(
-        model=model, defaults={"model_ratio": Decimal("0.625"), "completion_ratio": Decimal(8)}
-    )
     add_channel(mock_upstream.url, name="agents", models=(model,))
     return model
 
