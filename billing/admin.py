@@ -9,12 +9,13 @@ from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Sum
+from django.db.models import Count, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
+from django.utils.html import format_html
 
 from billing import redemption, reports
 from billing.models import (
@@ -252,10 +253,10 @@ class UsageLogAdmin(ReadOnlyAdmin):
     filtered by dates and searched by user, key, model or channel, with totals and CSV."""
 
     list_display = (
-        "created_at",
-        "user",
+        "when",
+        "user_name",
         "key_name",
-        "model",
+        "model_name",
         "channel_name",
         "tokens",
         "cost",
@@ -266,6 +267,13 @@ class UsageLogAdmin(ReadOnlyAdmin):
     search_fields = ("user__username", "api_key__name", "model")
     list_select_related = ("user", "api_key")
     change_list_template = "admin/billing/usagelog/change_list.html"
+
+    def get_queryset(self, request):
+        # The channel's name in the page's one query (a plain id: billing never imports relay),
+        # not kept on this admin, which every request shares.
+        Channel = apps.get_model("relay", "Channel")
+        names = Channel.objects.filter(id=OuterRef("channel_id")).values("name")[:1]
+        return super().get_queryset(request).annotate(channel_label=Subquery(names))
 
     def get_search_results(self, request, queryset, search_term):
         found, duplicates = super().get_search_results(request, queryset, search_term)
@@ -295,10 +303,6 @@ class UsageLogAdmin(ReadOnlyAdmin):
                 output=Coalesce(Sum("output_tokens"), 0),
             )
             context["totals"] = {**totals, "usd": usd(totals["quota"])}
-            context["channel_names"] = channel_names(
-                row.channel_id for row in changelist.result_list
-            )
-            self._channel_names = context["channel_names"]
         return response
 
     def export_view(self, request):
@@ -343,26 +347,49 @@ class UsageLogAdmin(ReadOnlyAdmin):
             ),
         )
 
+    @admin.display(description="when", ordering="created_at")
+    def when(self, row):
+        return f"{timezone.localtime(row.created_at):%Y-%m-%d %H:%M:%S}"
+
+    @admin.display(description="user", ordering="user__username")
+    def user_name(self, row):
+        return cut(row.user.get_username())
+
     @admin.display(description="key", ordering="api_key__name")
     def key_name(self, row):
         if row.api_key is None:
             return "(deleted)"
-        return row.api_key.name or row.api_key.hint
+        return cut(row.api_key.name or row.api_key.hint)
+
+    @admin.display(description="model", ordering="model")
+    def model_name(self, row):
+        return cut(row.model)
 
     @admin.display(description="channel")
     def channel_name(self, row):
-        names = getattr(self, "_channel_names", None)
-        if names is None or row.channel_id not in names:
-            names = channel_names([row.channel_id])
-        return names.get(row.channel_id, f"#{row.channel_id}" if row.channel_id else "")
+        name = row.channel_label or (f"#{row.channel_id}" if row.channel_id else "")
+        return cut(name)
 
     @admin.display(description="tokens in / out")
     def tokens(self, row):
-        return f"{row.input_tokens} / {row.output_tokens}"
+        return format_html("{}<br>{}", f"{row.input_tokens:,}", f"{row.output_tokens:,}")
 
     @admin.display(description="cost", ordering="quota")
     def cost(self, row):
-        return f"{row.quota} ({usd(row.quota)})"
+        return format_html("{}<br><small>{} quota</small>", usd(row.quota), f"{row.quota:,}")
+
+
+# What a usage-log cell shows of a name before it is cut (the whole name is its tooltip): the
+# fields allow 100-150 characters, and one long name must not push the table past the page.
+CELL_CHARACTERS = 32
+
+
+def cut(text: str) -> str:
+    """A name for a narrow column: whole when short, else its start and an ellipsis, with the
+    whole name as the tooltip."""
+    if len(text) <= CELL_CHARACTERS:
+        return text
+    return format_html('<span title="{}">{}…</span>', text, text[: CELL_CHARACTERS - 1])
 
 
 # The most rows one CSV export writes (the filters narrow it).
