@@ -76,3 +76,33 @@ def test_a_real_call_costs_what_the_pricing_page_says_for_its_tokens(
     assert "$2.125<" in html  # gpt-4o input: $2.50 per 1M × 0.85, every digit shown
     assert line.usd_input_per_million == Decimal("2.125")
     books_balance()
+
+
+def price_row(html: str, model: str) -> str:
+    start = html.index(f'<tr data-model="{model}">')
+    return html[start : html.index("</tr>", start)]
+
+
+@pytest.mark.django_db
+def test_a_model_priced_only_per_image_shows_no_token_prices_rather_than_zero(client):
+    """dall-e-3 (shipped: per image, no token ratio) is refused on token endpoints: the page
+    must not show it as $0.00 per 1M tokens, which reads as free."""
+    row = price_row(client.get("/pricing").content.decode(), "dall-e-3")
+    assert "$0.00" not in row
+    assert 'data-price="input"' not in row
+    assert 'data-price="image"' in row and "$0.04" in row  # 1024x1024, standard
+
+
+@pytest.mark.django_db
+def test_display_currency_prices_convert_the_dollar_figure_shown(client):
+    from accounts.models import SiteSettings
+
+    site = SiteSettings.current()
+    site.display_currency, site.display_rate = "¥", Decimal("7.2")
+    site.save()
+    # Output ×8.333333 of ratio 0.15: $2.4999999 per 1M, shown as $2.50, so ¥18 beside it.
+    ModelPrice.objects.create(
+        model="thirds", model_ratio=Decimal("0.15"), completion_ratio=Decimal("8.333333")
+    )
+    row = price_row(client.get("/pricing").content.decode(), "thirds")
+    assert "$2.50<" in row and "¥18.00<" in row and "17.999999" not in row

@@ -99,6 +99,7 @@ def local(context, quota) -> str:
 def local_dollars(context, amount) -> str:
     """A Decimal number of dollars (a price) in the operator's display currency."""
     site = _site(context)
-    return format_amount(
-        Decimal(amount) * site.display_rate, site.display_currency, places=PRICE_PLACES
-    )
+    # The dollar price as shown beside it, then converted: $2.50 at 7.2 is ¥18, not the
+    # ¥17.999999 of an exact $2.4999999 (a ratio of 8.333333).
+    shown = Decimal(amount).quantize(Decimal(1).scaleb(-PRICE_PLACES), rounding=ROUND_HALF_UP)
+    return format_amount(shown * site.display_rate, site.display_currency, places=PRICE_PLACES)

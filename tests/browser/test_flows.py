@@ -201,11 +201,37 @@ def visit(page, name: str, path: str, language: str) -> None:
         expect(page.locator("#log-totals")).to_have_attribute("data-state", "ready")
     if path == "/chat":
         expect(page.locator("#chat-model")).to_be_enabled()
+    if page.viewport_size["width"] == PHONE["width"]:
+        fits_a_phone(page, name)
     text = page.locator("main").inner_text()
     if language == "zh-hans":
         assert CHINESE.search(text), f"{name}: no Chinese on the page"
         assert not ENGLISH_LEFT.search(text), f"{name}: {ENGLISH_LEFT.search(text)[0]!r}"
     screenshot(page, name)
+
+
+def fits_a_phone(page, name: str) -> None:
+    """At 390 px: nothing makes the page itself scroll sideways; a table either fits its box
+    or scrolls inside it with the model column kept in view; a model name is on one line."""
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{name}: the page is {overflow} px wider than the phone"
+    if name == "dashboard":
+        for table in ("#usage-by-model", "#last-calls"):
+            wrap = page.locator(f"{table} .table-wrap")
+            assert wrap.evaluate("e => e.scrollWidth <= e.clientWidth"), f"{table} is cut off"
+    if name == "pricing":
+        model = page.locator("#price-table tbody td:first-child code").first
+        box, lines = model.bounding_box(), model.evaluate("e => e.getClientRects().length")
+        assert lines == 1 and box["height"] < 30, "a model name wraps"
+        assert (
+            page.locator("#price-table td:first-child").first.evaluate(
+                "e => getComputedStyle(e).position"
+            )
+            == "sticky"
+        )
+        height = page.evaluate("document.documentElement.scrollHeight")
+        rows = page.locator("#price-table tbody tr").count()
+        assert height < 120 * rows, f"pricing is {height} px tall for {rows} models"
 
 
 def switch_language(page, label: str, language: str) -> None:
