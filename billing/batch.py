@@ -262,6 +262,7 @@ class _Books:
                 "error": call.error[:64],
                 "carved": hold.api_key_id in self.carved,
                 "created_at": self.now,
+                "refunded_at": None,  # billing.services.refund_call, later
             }
         )
 
@@ -475,11 +476,12 @@ def _storable_ip(value: str | None) -> str | None:
 
 def _values(model: type[models.Model], row: dict[str, Any]) -> list:
     """A row's values in column order; psycopg adapts them (aware datetimes, Decimals) itself,
-    JSON apart."""
-    return [
-        Jsonb(row[f.attname]) if f.attname in _json_columns(model) else row[f.attname]
-        for f in _columns(model)
-    ]
+    JSON apart. A column the batch does not set takes its field's default."""
+    values = []
+    for f in _columns(model):
+        value = row[f.attname] if f.attname in row else f.get_default()
+        values.append(Jsonb(value) if f.attname in _json_columns(model) else value)
+    return values
 
 
 @cache
@@ -489,7 +491,10 @@ def _json_columns(model: type[models.Model]) -> frozenset[str]:
 
 def _prepared_row(model: type[models.Model], row: dict[str, Any]) -> list:
     """A row's values in column order, prepared for the database as the ORM would (SQLite)."""
-    return [f.get_db_prep_save(row[f.attname], connection) for f in _columns(model)]
+    return [
+        f.get_db_prep_save(row[f.attname] if f.attname in row else f.get_default(), connection)
+        for f in _columns(model)
+    ]
 
 
 def _commit_without_waiting_for_disk(conn: psycopg.Connection) -> None:
