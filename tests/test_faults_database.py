@@ -38,7 +38,9 @@ def stack(upstream):
     reason = missing_binaries()
     if reason:
         need_service("private PostgreSQL and Redis", f"missing {reason}")
-    with private_stack(extra_env={"HOLD_SWEEP_SECONDS": "1"}) as stack:
+    # No holds placed ahead (relay.ready_holds): these tests follow a call whose hold must be
+    # placed while the database is away; a hold placed ahead would let it through.
+    with private_stack(extra_env={"HOLD_SWEEP_SECONDS": "1", "RELAY_READY_HOLDS": "0"}) as stack:
         stack.account = stack.setup(
             upstream=upstream.url, upstream_key=DEFAULT_KEY, models=MODELS, credit=50_000_000
         )
