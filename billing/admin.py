@@ -7,6 +7,7 @@ from decimal import Decimal
 from django import forms
 from django.apps import apps
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, OuterRef, Subquery, Sum
@@ -17,7 +18,7 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing import redemption, reports
+from billing import redemption, reports, services
 from billing.models import (
     GroupRatio,
     Hold,
@@ -267,6 +268,40 @@ class UsageLogAdmin(ReadOnlyAdmin):
     search_fields = ("user__username", "api_key__name", "model")
     list_select_related = ("user", "api_key")
     change_list_template = "admin/billing/usagelog/change_list.html"
+    actions = ("refund_calls",)
+
+    def has_refund_permission(self, request):
+        return request.user.has_perm("billing.change_usagelog")
+
+    @admin.action(description="Refund selected calls (a reason is asked)", permissions=["refund"])
+    def refund_calls(self, request, queryset):
+        """Give each selected call's charge back, once, after the operator says why."""
+        reason = request.POST.get("reason", "").strip()
+        if "apply" not in request.POST or not reason:
+            return TemplateResponse(
+                request,
+                "admin/billing/usagelog/refund.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Refund calls",
+                    "opts": self.opts,
+                    "calls": queryset,
+                    "total": usd(sum(queryset.values_list("quota", flat=True))),
+                    "missing_reason": "apply" in request.POST,
+                    "action_checkbox_name": ACTION_CHECKBOX_NAME,
+                },
+            )
+        refunded = refused = 0
+        for row in queryset:
+            try:
+                services.refund_call(usage=row, reason=reason, by=request.user)
+                refunded += 1
+            except services.RefundRefused:
+                refused += 1
+        self.message_user(
+            request, f"Refunded {refunded} call(s); {refused} refunded before or never charged."
+        )
+        return None
 
     def get_queryset(self, request):
         # The channel's name in the page's one query (a plain id: billing never imports relay),

@@ -174,6 +174,9 @@ class UsageLog(models.Model):
     error = models.CharField(
         max_length=64, blank=True, help_text="Why a failed call failed (its error code)."
     )
+    refunded_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its charge was given back (a refund ledger row)."
+    )
 
     class Meta:
         ordering = ["-id"]

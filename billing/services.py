@@ -87,6 +87,57 @@ def set_key_limit(
     return api_key
 
 
+class RefundRefused(Exception):
+    """A call whose charge cannot be given back: ``reason`` is "no_reason", "refunded" (once
+    only) or "free" (nothing was charged)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def refund_call(*, usage: UsageLog, reason: str, by: User | None = None) -> LedgerEntry:
+    """Give a settled call's charge back to whoever paid it (a carved sub-key's balance, or the
+    user's and a limited key's allowance), once, with its ``refund`` ledger row naming the call
+    and the reason."""
+    if not reason.strip():
+        raise RefundRefused("no_reason", "Say why the call is refunded.")
+    now = timezone.now()
+    with transaction.atomic():
+        # The status transition: of two refunds of one call, one changes the row.
+        claimed = UsageLog.objects.filter(id=usage.id, refunded_at=None, quota__gt=0).update(
+            refunded_at=now
+        )
+        row = UsageLog.objects.get(id=usage.id)
+        if not claimed:
+            if row.refunded_at is not None:
+                raise RefundRefused("refunded", "This call was refunded already.")
+            raise RefundRefused("free", "This call was not charged.")
+        # Locks in the batch's order, users then keys: a refund never deadlocks with calls.
+        user_amount = 0 if row.carved else row.quota
+        key_amount = row.key_quota if row.api_key_id is not None else 0
+        User.objects.filter(id=row.user_id).update(
+            quota=F("quota") + user_amount, used_quota=F("used_quota") - user_amount
+        )
+        if row.api_key_id is not None:
+            ApiKey.objects.filter(id=row.api_key_id).update(
+                remaining_quota=F("remaining_quota") + key_amount,
+                used_quota=F("used_quota") - row.quota,
+            )
+        entry = LedgerEntry.objects.create(
+            user_id=row.user_id,
+            api_key_id=row.api_key_id,
+            kind=LedgerEntry.Kind.REFUND,
+            amount=user_amount,
+            key_amount=key_amount,
+            note=f"call {row.id} ({row.model}): {reason.strip()}"[:255],
+            created_by=by,
+        )
+    usage.refunded_at = now
+    return entry
+
+
 def spent_limit(*, user_id: int, api_key_id: int) -> Limit | None:
     """Which limit is at or below zero, if one is: "balance" (the user's) or "key" (the key's
     own allowance, which matters only for a limited key, or a carved key's balance). A read,
