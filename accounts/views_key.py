@@ -16,8 +16,11 @@ from django.conf import settings
 from django.core.cache import cache
 from django.shortcuts import render
 from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
 from django.views.decorators.cache import never_cache
 
+from accounts.logs import STATUS_LABELS
 from accounts.models import ApiKey, SiteSettings
 from accounts.site import client_ip
 from billing import reports
@@ -56,28 +59,28 @@ def _count_wrong_key(ip: str | None) -> None:
 @never_cache
 def key_page(request):
     site = SiteSettings.current()
-    context: dict = {"title": site.key_page_title or "API key balance"}
+    context: dict = {"title": site.key_page_title or _("API key balance")}
     status = 200
     if request.method == "POST":
         ip = client_ip(request)
         presented = request.POST.get("key", "").strip()
         if _guessing(ip):
-            context["error"] = "Too many wrong keys from your address. Try again later."
+            context["error"] = _("Too many wrong keys from your address. Try again later.")
             status = 429
         elif not presented:
-            context["error"] = "Enter your API key."
+            context["error"] = _("Enter your API key.")
             status = 400
         else:
             key = ApiKey.objects.find(presented).first()
             if key is None:
                 _count_wrong_key(ip)
-                context["error"] = "No such key."
+                context["error"] = _("No such key.")
                 status = 404
             else:
                 context.update(_key_report(key))
     elif request.method != "GET":
         status = 405
-        context["error"] = "Use the form."
+        context["error"] = _("Use the form.")
     return render(request, "key/page.html", context, status=status)
 
 
@@ -103,8 +106,17 @@ def _key_report(key: ApiKey) -> dict:
         "report": True,
         "hint": key.hint,
         "state": state,
+        "state_label": {
+            "revoked": pgettext("key state", "revoked"),
+            "disabled": pgettext("key state", "disabled"),
+            "expired": pgettext("key state", "expired"),
+            "active": pgettext("key state", "active"),
+        }[state],
         "standing": standing,
         "usage_days": sorted(days.values(), key=lambda d: d["day"], reverse=True),
         "usage_total": sum(d["quota"] for d in days.values()),
-        "recent_calls": reports.key_recent_calls(api_key_id=key.id),
+        "recent_calls": [
+            {**call, "status_label": STATUS_LABELS.get(call["status"], call["status"])}
+            for call in reports.key_recent_calls(api_key_id=key.id)
+        ],
     }

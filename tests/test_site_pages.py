@@ -234,3 +234,19 @@ def test_every_page_speaks_chinese(signed_in):
         assert '<html lang="zh-hans">' in page, path
         assert word in page, path
         assert "Dashboard" not in page, path  # the navigation is translated too
+
+
+def test_the_key_holders_page_speaks_the_browsers_language(client, alice):
+    """/key has no language switch (white-label): a Chinese browser gets it in Chinese, key
+    state, statuses and errors included."""
+    row, clear = create_api_key(user=alice, name="sold")
+    ApiKey.objects.filter(id=row.id).update(status=ApiKey.Status.DISABLED)
+    chinese = {"HTTP_ACCEPT_LANGUAGE": "zh-CN,zh;q=0.9"}
+    page = client.get("/key", **chinese).content.decode()
+    assert '<html lang="zh-hans">' in page and "查询" in page and "Check<" not in page
+    page = client.post("/key", {"key": clear}, **chinese).content.decode()
+    assert 'id="key-state">已停用<' in page and "余额" in page and "No calls yet" not in page
+    refused = client.post("/key", {"key": "sk-" + "x" * 48}, **chinese)
+    assert refused.status_code == 404 and "没有这个密钥" in refused.content.decode()
+    english = client.post("/key", {"key": clear}, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert '<html lang="en">' in english and 'id="key-state">disabled<' in english
