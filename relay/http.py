@@ -226,9 +226,9 @@ async def serve(
     try:
         await _serve(request, scope, receive, answer, routes, fallback, before_body)
     finally:
-        request_id.reset(bound)
-        if answer.refused:
+        if answer.refused:  # logged while the request id is still this request's
             log_refusal(request, this_request, answer)
+        request_id.reset(bound)
 
 
 async def _serve(request, scope, receive, answer, routes, fallback, before_body) -> None:
@@ -248,6 +248,8 @@ async def _serve(request, scope, receive, answer, routes, fallback, before_body)
     if before_body is not None:
         try:
             early = await before_body(request)
+        except errors.RelayError as error:  # e.g. the database away while the key is looked up
+            early = errors.render(error, api=api)
         except Exception:
             logger.exception("unhandled error before the body of %s", request.path)
             early = errors.render(internal_error(), api=api)
@@ -276,6 +278,8 @@ async def _serve(request, scope, receive, answer, routes, fallback, before_body)
     try:
         try:
             response = await endpoint(request)
+        except errors.RelayError as error:  # a refusal raised where it was met (the database away)
+            response = errors.render(error, api=api)
         except Exception:  # a bug: the client still gets an answer in its API's format
             logger.exception("unhandled error in %s", request.path)
             response = errors.render(internal_error(), api=api)

@@ -112,3 +112,39 @@ def test_an_answer_whose_client_left_before_it_was_written_is_not_charged():
         "http.response.start",
         "http.response.body",
     ]
+
+
+def test_a_refusal_raised_by_an_endpoint_is_answered_in_its_format_and_logged_with_its_id(caplog):
+    """E.g. the database away while an endpoint reads: a 503 in the caller's format, not a 500,
+    and the refusal line carries the request's id."""
+    from relay.errors import RelayError
+
+    async def endpoint(request):
+        raise RelayError(503, "The service is unavailable.", code="service_unavailable")
+
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/messages",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 5000),
+        "query_string": b"",
+    }
+    with caplog.at_level("INFO", logger="relay.requests"):
+        asyncio.run(front.serve(scope, receive, send, {"/v1/messages": endpoint}, endpoint))
+
+    start = sent[0]
+    assert start["status"] == 503
+    body = sent[1]["body"]
+    assert b'"type": "error"' in body or b'"type":"error"' in body  # Anthropic's shape
+    request_id = dict(start["headers"])[b"x-request-id"].decode()
+    [line] = [r for r in caplog.records if r.name == "relay.requests"]
+    assert getattr(line, "request_id", request_id) == request_id and request_id in line.getMessage()
