@@ -44,20 +44,18 @@ class _Pool:
 
 _pools: dict[Scope, _Pool] = {}
 _sweeper: "asyncio.Task | None" = None
+_outstanding = [0]  # ready holds and placements under way, in all pools
 
 
 def forget() -> None:
     """Drop this process's ready holds without releasing them (tests only: each test's database
     is new, and its holds went with the old one)."""
     _pools.clear()
+    _outstanding[0] = 0
 
 
 def _scope(reserve: Reserve) -> Scope:
     return (reserve.user_id, reserve.api_key_id, reserve.unlimited_key)
-
-
-def _count() -> int:
-    return sum(len(pool.ready) + pool.placing for pool in _pools.values())
 
 
 def take(reserve: Reserve) -> HeldQuota | None:
@@ -69,6 +67,7 @@ def take(reserve: Reserve) -> HeldQuota | None:
     for index, (hold, placed) in enumerate(pool.ready):
         if hold.amount >= reserve.amount and now - placed < MAX_AGE_SECONDS:
             del pool.ready[index]
+            _outstanding[0] -= 1
             return hold
     return None
 
@@ -82,8 +81,9 @@ def refill(reserve: Reserve) -> None:
     pool = _pools.setdefault(scope, _Pool())
     pool.used = time.monotonic()
     pool.amount = max(reserve.amount, 1)
-    while len(pool.ready) + pool.placing < wanted and _count() < MAX_READY:
+    while len(pool.ready) + pool.placing < wanted and _outstanding[0] < MAX_READY:
         pool.placing += 1
+        _outstanding[0] += 1
         ahead = Reserve(
             user_id=reserve.user_id,
             api_key_id=reserve.api_key_id,
@@ -97,14 +97,15 @@ def refill(reserve: Reserve) -> None:
 def _placed(scope: Scope, placing: "asyncio.Future") -> None:
     pool = _pools.get(scope)
     outcome = None if placing.cancelled() else placing.result()
+    if pool is not None:
+        pool.placing -= 1
     if not isinstance(outcome, HeldQuota):
-        if pool is not None:
-            pool.placing -= 1
+        _outstanding[0] -= 1
         return  # refused (short of credit) or failed: the next call places its own
     if pool is None or settings.RELAY_READY_HOLDS <= 0:
+        _outstanding[0] -= 1
         writer.submit(Release(outcome))
         return
-    pool.placing -= 1
     pool.ready.append((outcome, time.monotonic()))
 
 
@@ -140,6 +141,7 @@ def give_back(*, idle_for: float = 0.0) -> "list[asyncio.Future]":
         keep = []
         for hold, placed in pool.ready:
             if idle or now - placed >= MAX_AGE_SECONDS:
+                _outstanding[0] -= 1
                 with contextlib.suppress(RuntimeError):  # no event loop: the expiry sweep's
                     released.append(writer.submit(Release(hold)))
             else:
