@@ -72,8 +72,10 @@ class AccountAdapter(DefaultAccountAdapter):
         )
         try:
             super().send_mail(template_prefix, email, {"current_site": site, **context})
-        except (smtplib.SMTPException, OSError) as problem:
-            # OSError: refused, unreachable, timed out, TLS failures. The page must still work.
+        except (smtplib.SMTPException, OSError, ValueError) as problem:
+            # OSError: refused, unreachable, timed out, TLS failures; ValueError: Django's
+            # refusal of a mail setting (EMAIL_USE_TLS with EMAIL_USE_SSL). The page must
+            # still work.
             logger.warning(
                 "mail %s could not be sent (%s: %s)",
                 template_prefix,
