@@ -106,3 +106,15 @@ def test_a_password_reset_whatever_the_mail_does_says_what_to_do(client, alice, 
     said = " ".join(str(message) for message in get_messages(response.wsgi_request))
     said += response.content.decode()
     assert "could not be sent just now" in said
+
+
+def test_the_mails_of_a_person_browsing_in_chinese_are_in_chinese(client, alice, mailoutbox):
+    chinese = {"HTTP_ACCEPT_LANGUAGE": "zh-CN,zh;q=0.9"}
+    client.post("/accounts/signup/", SIGNUP, **chinese)
+    client.post("/accounts/logout/")
+    client.post("/accounts/password/reset/", {"email": alice.email}, **chinese)
+    confirm, reset = mailoutbox
+    assert confirm.subject == "[Sluice] 请确认你的邮箱地址"
+    assert reset.subject == "[Sluice] 密码重置邮件"
+    for mail in (confirm, reset):
+        assert "Sluice 向你问好！" in mail.body and "Hello" not in mail.body
