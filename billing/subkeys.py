@@ -21,7 +21,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from billing.balances import ApiKey, User
-from billing.models import LedgerEntry
+from billing.models import Hold, LedgerEntry
 from config.cache import forget_keys
 
 
@@ -48,6 +48,13 @@ def carve_key(*, api_key: ApiKey, amount: int, by: User | None = None) -> ApiKey
         if key.carved:
             raise SubkeyRefused("already_carved", "This key is a sub-key already.")
         if key.used_quota or key.last_used_at is not None:
+            raise SubkeyRefused("used", "Only a new key can become a sub-key.")
+        # A call in flight on it holds from the owner's balance; settled on a carved key it
+        # would be charged to the key and its hold never given back. Its batch locked the
+        # owner's row too, so under that lock every such hold is committed and seen here.
+        if Hold.objects.filter(
+            api_key_id=key.id, status__in=[Hold.Status.OPEN, Hold.Status.DELIVERED]
+        ).exists():
             raise SubkeyRefused("used", "Only a new key can become a sub-key.")
         if owner.quota < amount:
             raise SubkeyRefused("insufficient_balance", "Your balance does not cover this.")

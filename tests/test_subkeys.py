@@ -71,6 +71,24 @@ def test_a_limited_key_carved_starts_from_the_carved_amount(carol, books_balance
     books_balance()
 
 
+def test_a_key_with_a_call_in_flight_is_not_carved(carol, books_balance):
+    """Its hold took from the reseller's balance: settled as a carved key's, the key would pay
+    and the hold would never go back to her (found by tests/test_billing_concurrency.py)."""
+    key, _ = create_api_key(user=carol, name="customer")
+    hold = billing.reserve_quota(
+        user_id=carol.id, api_key_id=key.id, unlimited_key=True, amount=10_000
+    )
+    with pytest.raises(subkeys.SubkeyRefused) as refused:
+        subkeys.carve_key(api_key=key, amount=DOLLAR)
+    assert refused.value.reason == "used"
+
+    assert billing.release_hold(hold_id=hold.id)
+    subkeys.carve_key(api_key=key, amount=DOLLAR)  # nothing in flight any more
+    key.refresh_from_db()
+    assert key.carved and key.remaining_quota == DOLLAR
+    books_balance()
+
+
 def test_topping_up_moves_more_and_revoking_returns_the_rest_once(carol, books_balance):
     key, _ = carved(carol, DOLLAR)
     subkeys.top_up_key(api_key=key, amount=2 * DOLLAR)
