@@ -176,6 +176,28 @@ def test_an_expired_code_is_refused_in_chinese_too(signed_in):
     assert "兑换码已过期" in page
 
 
+def test_a_disabled_code_and_too_many_wrong_codes_are_explained(signed_in, alice, settings):
+    from django.core.cache import cache
+
+    from billing.redemption import disable_codes
+
+    counters = [f"redeem-fail:user:{alice.id}", "redeem-fail:ip:127.0.0.1"]
+    cache.delete_many(counters)
+    batch, (code,) = make_batch(name="pulled", quota=1_000_000, count=1)
+    disable_codes(batch=batch)
+    page = signed_in.post("/topup", {"code": code}, follow=True).content.decode()
+    assert "This code has been disabled." in page
+    settings.REDEEM_FAILURES_PER_USER = 2
+    for _ in range(2):
+        signed_in.post("/topup", {"code": "WRONG-GUESS"})
+    _, (good,) = make_batch(name="fresh", quota=1_000_000, count=1)
+    page = signed_in.post("/topup", {"code": good}, follow=True).content.decode()
+    assert "Too many wrong codes. Wait an hour before trying again." in page
+    alice.refresh_from_db()
+    assert alice.quota == 10_000_000  # nothing redeemed while refused
+    cache.delete_many(counters)
+
+
 # --- Settings: access tokens ------------------------------------------------------------------
 
 
