@@ -4,6 +4,7 @@ Every page but home, pricing and docs needs a login. Anything named by an id in 
 a token) is looked up among the signed-in user's own rows, so another user's id is a 404.
 """
 
+import re
 from datetime import datetime, time
 from decimal import Decimal
 
@@ -392,8 +393,16 @@ def pricing(request):
     return render(request, "site/pricing.html", {"lines": lines, "group_ratio": group_ratio})
 
 
+# Names that do not answer /v1/chat/completions (the built-in chat leaves the same out).
+NOT_CHAT = re.compile(
+    r"embedding|instruct|whisper|tts|dall-e|image|moderation|rerank|davinci|babbage|"
+    r"transcribe|realtime",
+    re.IGNORECASE,
+)
+
+
 def docs(request):
-    models = site.models_on_offer("default")
+    models = [model for model in site.models_on_offer("default") if not NOT_CHAT.search(model)]
     claude = [model for model in models if model.startswith("claude")] or models
     return render(
         request,

@@ -225,6 +225,8 @@ def test_home_and_docs_give_the_real_base_url_and_models_on_offer(client, openai
     assert 'baseURL: "http://api.example.com/v1"' in docs  # Node openai
     assert 'anthropic.Anthropic(base_url="http://api.example.com"' in docs
     assert "insufficient_quota" in docs and "model_not_allowed" in docs
+    # The examples name a model that chats: not the completion-only or embedding ones on offer.
+    assert '"model": "gpt-4o"' in docs and "gpt-3.5-turbo-instruct" not in docs
 
 
 def test_site_url_setting_wins_over_the_request_host(client, settings):
