@@ -194,7 +194,7 @@ OPERATIONS: dict[str, Operation] = {
             method="POST",
             client_format="responses",
             # OpenAI channels serve it natively (relay.providers.openai); others through the hub.
-            served_by=frozenset({"openai", "anthropic", "responses"}),
+            served_by=frozenset({"openai", "anthropic", "gemini", "responses"}),
             input="items",
             output_limit_fields=("max_output_tokens",),
         ),

@@ -1,0 +1,349 @@
+"""Every client format against every channel type, whole answers and streams: the OpenAI Chat,
+OpenAI Responses, Anthropic Messages and Gemini generateContent formats, each served by an
+OpenAI, an Anthropic and a Gemini channel (natively or through the hub), over real HTTP.
+
+One call with a system prompt and the sampling fields (output limit, temperature, top_p, stop
+sequences where the client's format has them) checks that each reached the upstream in its own
+spelling, that the text came back with a "stopped" reason and the upstream's usage, and that the
+call was billed once from that usage. One call with a tool checks the tool definition's way to
+the upstream and the tool call's way back, its arguments streamed as deltas where the upstream
+streams them so. The formats' own tests (test_responses, test_gemini, test_conversion_calls,
+test_conversions) go deeper into each pair.
+"""
+
+import json
+
+import httpx
+import pytest
+
+from tests.charges import assert_billed_once_each, expected_charge
+from tests.conftest import add_channel, settled_usage
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
+
+MODELS = {"openai": "gpt-4o", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
+CLIENTS = ("chat", "responses", "messages", "gemini")
+SYSTEM = "You are terse."
+LIMIT, TEMPERATURE, TOP_P, STOP = 50, 0.5, 0.9, "END"
+SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+MATRIX = [
+    pytest.param(
+        client, channel, stream, id=f"{client}-{channel}-{'stream' if stream else 'whole'}"
+    )
+    for client in CLIENTS
+    for channel in MODELS
+    for stream in (False, True)
+]
+
+
+@pytest.fixture
+def channel_of(mock_upstream, db):
+    def make(kind: str):
+        return add_channel(mock_upstream.url, type=kind, models=(MODELS[kind],))
+
+    return make
+
+
+# --- What each client sends ---------------------------------------------------------------------
+
+
+def request_for(client: str, model: str, stream: bool, prompt: str, tool: bool) -> tuple:
+    """(path, JSON body) of a call in the client's format."""
+    if client == "chat":
+        body = {
+            "model": model,
+            "messages": [
+                {"role": "system", "content": SYSTEM},
+                {"role": "user", "content": prompt},
+            ],
+            "max_tokens": LIMIT,
+            "temperature": TEMPERATURE,
+            "top_p": TOP_P,
+            "stop": [STOP],
+            "stream": stream,
+        }
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        if tool:
+            body["tools"] = [
+                {"type": "function", "function": {"name": "get_weather", "parameters": SCHEMA}}
+            ]
+        return "/v1/chat/completions", body
+    if client == "responses":
+        body = {
+            "model": model,
+            "instructions": SYSTEM,
+            "input": prompt,
+            "max_output_tokens": LIMIT,
+            "temperature": TEMPERATURE,
+            "top_p": TOP_P,
+            "stream": stream,
+        }
+        if tool:
+            body["tools"] = [{"type": "function", "name": "get_weather", "parameters": SCHEMA}]
+        return "/v1/responses", body
+    if client == "messages":
+        body = {
+            "model": model,
+            "system": SYSTEM,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": LIMIT,
+            "temperature": TEMPERATURE,
+            "top_p": TOP_P,
+            "stop_sequences": [STOP],
+            "stream": stream,
+        }
+        if tool:
+            body["tools"] = [{"name": "get_weather", "input_schema": SCHEMA}]
+        return "/v1/messages", body
+    body = {
+        "systemInstruction": {"parts": [{"text": SYSTEM}]},
+        "contents": [{"role": "user", "parts": [{"text": prompt}]}],
+        "generationConfig": {
+            "maxOutputTokens": LIMIT,
+            "temperature": TEMPERATURE,
+            "topP": TOP_P,
+            "stopSequences": [STOP],
+        },
+    }
+    if tool:
+        declaration = {"name": "get_weather", "parameters": SCHEMA}
+        body["tools"] = [{"functionDeclarations": [declaration]}]
+    method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+    return f"/v1beta/models/{model}:{method}", body
+
+
+# --- What the upstream got, in its own spelling ------------------------------------------------
+
+
+def _texts(parts) -> str:
+    if isinstance(parts, str):
+        return parts
+    return "".join(part.get("text", "") for part in parts or [])
+
+
+def upstream_fields(channel: str, sent: dict) -> dict:
+    body = sent["json"]
+    if channel == "gemini":
+        config = body.get("generationConfig", {})
+        return {
+            "system": _texts(body.get("systemInstruction", {}).get("parts")),
+            "limit": config.get("maxOutputTokens"),
+            "temperature": config.get("temperature"),
+            "top_p": config.get("topP"),
+            "stop": config.get("stopSequences"),
+            "tools": [d["name"] for t in body.get("tools", []) for d in t["functionDeclarations"]],
+        }
+    if channel == "anthropic":
+        return {
+            "system": _texts(body.get("system")),
+            "limit": body.get("max_tokens"),
+            "temperature": body.get("temperature"),
+            "top_p": body.get("top_p"),
+            "stop": body.get("stop_sequences"),
+            "tools": [tool["name"] for tool in body.get("tools", [])],
+        }
+    if sent["path"] == "/v1/responses":
+        return {
+            "system": body.get("instructions"),
+            "limit": body.get("max_output_tokens"),
+            "temperature": body.get("temperature"),
+            "top_p": body.get("top_p"),
+            "stop": None,
+            "tools": [tool["name"] for tool in body.get("tools", [])],
+        }
+    system = [m for m in body["messages"] if m["role"] in ("system", "developer")]
+    stop = body.get("stop")
+    return {
+        "system": "".join(_texts(m["content"]) for m in system),
+        "limit": body.get("max_completion_tokens", body.get("max_tokens")),
+        "temperature": body.get("temperature"),
+        "top_p": body.get("top_p"),
+        "stop": [stop] if isinstance(stop, str) else stop,
+        "tools": [tool["function"]["name"] for tool in body.get("tools", [])],
+    }
+
+
+UPSTREAM_PATHS = {
+    "anthropic": {"/v1/messages"},
+    "openai": {"/v1/chat/completions", "/v1/responses"},
+}
+
+
+# --- What the client got back, read in its format ----------------------------------------------
+
+
+def sse_payloads(text: str) -> list:
+    payloads = []
+    for line in text.splitlines():
+        if line.startswith("data:") and line[5:].strip() != "[DONE]":
+            payloads.append(json.loads(line[5:]))
+    return payloads
+
+
+def read_answer(client: str, stream: bool, response: httpx.Response) -> dict:
+    """text, finish ("stop" or "tool"), tool (name), arguments (joined), pieces (argument
+    deltas), input and output (usage)."""
+    got = {"text": "", "finish": None, "tool": None, "arguments": "", "pieces": 0}
+    got |= {"input": None, "output": None}
+    if client == "chat":
+        chunks = sse_payloads(response.text) if stream else [response.json()]
+        for chunk in chunks:
+            for choice in chunk.get("choices") or []:
+                part = choice.get("delta") if stream else choice["message"]
+                got["text"] += part.get("content") or ""
+                for call in part.get("tool_calls") or []:
+                    got["tool"] = call["function"].get("name") or got["tool"]
+                    if call["function"].get("arguments"):
+                        got["arguments"] += call["function"]["arguments"]
+                        got["pieces"] += 1
+                if choice.get("finish_reason"):
+                    reason = choice["finish_reason"]
+                    got["finish"] = {"stop": "stop", "tool_calls": "tool"}.get(reason, reason)
+            if chunk.get("usage"):
+                got["input"] = chunk["usage"]["prompt_tokens"]
+                got["output"] = chunk["usage"]["completion_tokens"]
+        return got
+    if client == "responses":
+        if stream:
+            events = sse_payloads(response.text)
+            for event in events:
+                if event["type"] == "response.output_text.delta":
+                    got["text"] += event["delta"]
+                elif event["type"] == "response.function_call_arguments.delta":
+                    got["arguments"] += event["delta"]
+                    got["pieces"] += 1
+            [done] = [e["response"] for e in events if e["type"] == "response.completed"]
+        else:
+            done = response.json()
+            for item in done["output"]:
+                if item["type"] == "message":
+                    got["text"] += _texts(item["content"])
+                elif item["type"] == "function_call":
+                    got["arguments"] += item["arguments"]
+        calls = [item for item in done["output"] if item["type"] == "function_call"]
+        if calls:
+            got["tool"], got["finish"] = calls[0]["name"], "tool"
+        elif done["status"] == "completed":
+            got["finish"] = "stop"
+        got["input"], got["output"] = done["usage"]["input_tokens"], done["usage"]["output_tokens"]
+        return got
+    if client == "messages":
+        if stream:
+            for event in sse_payloads(response.text):
+                if event["type"] == "message_start":
+                    got["input"] = event["message"]["usage"]["input_tokens"]
+                elif event["type"] == "content_block_start":
+                    if event["content_block"]["type"] == "tool_use":
+                        got["tool"] = event["content_block"]["name"]
+                elif event["type"] == "content_block_delta":
+                    delta = event["delta"]
+                    if delta["type"] == "text_delta":
+                        got["text"] += delta["text"]
+                    elif delta["type"] == "input_json_delta" and delta["partial_json"]:
+                        got["arguments"] += delta["partial_json"]
+                        got["pieces"] += 1
+                elif event["type"] == "message_delta":
+                    reason = event["delta"]["stop_reason"]
+                    got["output"] = event["usage"]["output_tokens"]
+                    # Cumulative, as Anthropic's API sends them: a converted stream learns the
+                    # input count only at its end, after message_start said 0.
+                    got["input"] = event["usage"].get("input_tokens", got["input"])
+                    got["finish"] = {"end_turn": "stop", "tool_use": "tool"}.get(reason, reason)
+            return got
+        message = response.json()
+        for block in message["content"]:
+            if block["type"] == "text":
+                got["text"] += block["text"]
+            elif block["type"] == "tool_use":
+                got["tool"], got["arguments"] = block["name"], json.dumps(block["input"])
+        reason = message["stop_reason"]
+        got["finish"] = {"end_turn": "stop", "tool_use": "tool"}.get(reason, reason)
+        got["input"] = message["usage"]["input_tokens"]
+        got["output"] = message["usage"]["output_tokens"]
+        return got
+    chunks = sse_payloads(response.text) if stream else [response.json()]
+    for chunk in chunks:
+        for candidate in chunk.get("candidates") or []:
+            for part in candidate.get("content", {}).get("parts", []):
+                got["text"] += part.get("text", "")
+                if "functionCall" in part:
+                    got["tool"] = part["functionCall"]["name"]
+                    got["arguments"] += json.dumps(part["functionCall"]["args"])
+                    got["pieces"] += 1
+            if candidate.get("finishReason"):
+                got["finish"] = "tool" if got["tool"] else candidate["finishReason"].lower()
+        if chunk.get("usageMetadata"):
+            got["input"] = chunk["usageMetadata"]["promptTokenCount"]
+            got["output"] = chunk["usageMetadata"].get("candidatesTokenCount")
+    return got
+
+
+def call(relay_url: str, key: str, client: str, path: str, body: dict) -> httpx.Response:
+    headers = {"x-goog-api-key": key} if client == "gemini" else {"Authorization": f"Bearer {key}"}
+    response = httpx.post(f"{relay_url}{path}", json=body, headers=headers, timeout=30)
+    assert response.status_code == 200, response.text
+    return response
+
+
+# --- The matrix ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("client", "channel", "stream"), MATRIX)
+def test_text_with_a_system_prompt_and_sampling_fields(
+    client, channel, stream, alice, alice_key, channel_of, relay_url, mock_upstream, books_balance
+):
+    channel_of(channel)
+    model = MODELS[channel]
+    path, body = request_for(client, model, stream, "Say hello", tool=False)
+
+    got = read_answer(client, stream, call(relay_url, alice_key, client, path, body))
+
+    assert (got["text"], got["finish"]) == ("hello hello hello ", "stop")
+    assert (got["input"], got["output"]) == (11, 3)
+    [sent] = mock_upstream.requests
+    if channel == "gemini":
+        assert sent["path"].startswith(f"/v1beta/models/{model}:")
+        assert sent["path"].endswith("streamGenerateContent" if stream else "generateContent")
+    else:
+        assert sent["path"] in UPSTREAM_PATHS[channel]
+        assert bool(sent["json"].get("stream")) == stream
+    fields = upstream_fields(channel, sent)
+    assert fields["system"] == SYSTEM
+    assert (fields["limit"], fields["temperature"], fields["top_p"]) == (LIMIT, TEMPERATURE, TOP_P)
+    # Stop sequences travel where both formats have them (the Responses API has none).
+    native_responses = sent["path"] == "/v1/responses"
+    expected_stop = None if client == "responses" or native_responses else [STOP]
+    assert fields["stop"] == expected_stop
+    [log] = settled_usage()
+    assert (log.model, log.is_stream, log.input_tokens, log.output_tokens) == (model, stream, 11, 3)
+    assert log.quota == expected_charge(model, input=11, output=3)
+    assert_billed_once_each(1)
+    books_balance()
+
+
+@pytest.mark.parametrize(("client", "channel", "stream"), MATRIX)
+def test_a_tool_call_and_its_streamed_arguments(
+    client, channel, stream, alice, alice_key, channel_of, relay_url, mock_upstream, books_balance
+):
+    channel_of(channel)
+    model = MODELS[channel]
+    path, body = request_for(client, model, stream, "What is the weather in Paris?", tool=True)
+
+    got = read_answer(client, stream, call(relay_url, alice_key, client, path, body))
+
+    assert (got["tool"], got["finish"]) == ("get_weather", "tool")
+    assert json.loads(got["arguments"]) == {"city": "Paris"}
+    if stream and channel != "gemini" and client != "gemini":
+        # Arguments arrive in pieces as the upstream streams them (Gemini sends a whole call).
+        assert got["pieces"] > 1
+    [sent] = mock_upstream.requests
+    assert upstream_fields(channel, sent)["tools"] == ["get_weather"]
+    [log] = settled_usage()
+    assert log.quota == expected_charge(model, input=log.input_tokens, output=log.output_tokens)
+    assert log.input_tokens == 11 and log.output_tokens > 0
+    assert_billed_once_each(1)
+    books_balance()
