@@ -147,9 +147,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
         return super().has_delete_permission(request, obj) and not (obj and obj.carved)
 
     def get_readonly_fields(self, request, obj=None):
-        if obj is not None and obj.carved:  # its balance moves only by top-up or revocation
-            return (*self.readonly_fields, "unlimited_quota")
-        return self.readonly_fields
+        fields = self.readonly_fields
+        if obj is None:
+            return fields
+        # A key's owner is fixed: moving it would move a sub-key's balance (and a plain key's
+        # calls in flight) to another person without a ledger row between the two.
+        fields = (*fields, "user")
+        if obj.carved:  # its balance moves only by top-up or revocation
+            fields = (*fields, "unlimited_quota")
+        if obj.revoked_at is not None:  # revoked for good: its balance went back
+            fields = (*fields, "status")
+        return fields
 
     @admin.action(description="Revoke selected sub-keys (their balance goes back)")
     def revoke_sub_keys(self, request, queryset):

@@ -214,3 +214,23 @@ def test_admin_revokes_sub_keys_and_never_deletes_them(ops_client, carol, books_
     carol.refresh_from_db()
     assert key.revoked_at and carol.quota == ALICE_CREDIT
     books_balance()
+
+
+def test_admin_never_moves_a_key_to_another_owner_nor_re_enables_a_revoked_sub_key(
+    ops_client, carol, bob, books_balance
+):
+    key, _ = create_api_key(user=carol, name="customer")
+    subkeys.carve_key(api_key=key, amount=DOLLAR)
+    subkeys.revoke_key(api_key=key)
+    form = {
+        "user": bob.id,
+        "name": "renamed",
+        "status": "enabled",
+        "allowed_models": "[]",
+        "allowed_ips": "[]",
+    }
+    response = ops_client.post(f"/admin/accounts/apikey/{key.id}/change/", form)
+    assert response.status_code == 302
+    key.refresh_from_db()
+    assert (key.user, key.name, key.status) == (carol, "renamed", "disabled")
+    books_balance()
