@@ -10,6 +10,7 @@ Only the user's own balance counts; a carved sub-key's balance is its holder's b
 """
 
 import logging
+from decimal import ROUND_DOWN, Decimal
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -64,22 +65,31 @@ def notify_low_balances() -> int:
 
 
 def _dollars(quota: int) -> str:
-    return f"${quota / QUOTA_PER_USD:,.2f}"
+    """Quota as dollars to the cent, for the email (Decimal: display, not arithmetic)."""
+    cents = (Decimal(quota) / QUOTA_PER_USD).quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+    return f"${cents:,}"
 
 
 def _send(user: User) -> None:
+    """One email in English and Simplified Chinese: billing does not know which language a
+    person reads (the site remembers it in their browser, not on their account)."""
     # The site's address, not its name: billing reads nothing of accounts' but the balances.
     site = getattr(settings, "SITE_URL", "") or "the API site"
-    threshold = user.low_balance_threshold or 0
+    site_zh = getattr(settings, "SITE_URL", "") or "API 站点"
+    balance, threshold = _dollars(user.quota), _dollars(user.low_balance_threshold or 0)
     send_mail(
-        subject=f"Your balance is low: {_dollars(user.quota)}",
+        subject=f"Your balance is low: {balance} / 余额不足：{balance}",
         message=(
             f"Hello {user.username},\n\n"
-            f"Your balance at {site} is {_dollars(user.quota)}, at or below the "
-            f"{_dollars(threshold)} you asked to be told about. Calls stop when it runs out; "
-            "top up to keep them going.\n\n"
+            f"Your balance at {site} is {balance}, at or below the {threshold} you asked to be "
+            "told about. Calls stop when it runs out; top up to keep them going.\n\n"
             "You will not be emailed about this again until your balance is above the "
-            "threshold once more. You can change the threshold in your settings.\n"
+            "threshold once more. You can change the threshold in your settings.\n\n"
+            "----\n\n"
+            f"{user.username}，您好：\n\n"
+            f"您在 {site_zh} 的余额为 {balance}，已不高于您设置的提醒额度 {threshold}。"
+            "余额用完后调用将停止，请及时充值。\n\n"
+            "在余额回到提醒额度以上之前，我们不会再就此发送邮件。您可以在设置页修改提醒额度。\n"
         ),
         from_email=settings.DEFAULT_FROM_EMAIL,
         recipient_list=[user.email],

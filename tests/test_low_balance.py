@@ -29,6 +29,7 @@ def test_crossing_the_threshold_sends_one_email_until_the_balance_rises_again(al
     [email] = mail.outbox
     assert email.to == ["alice@example.com"] and "$4.00" in email.subject
     assert "$5.00" in email.body
+    assert "余额不足" in email.subject and "提醒额度 $5.00" in email.body  # and in Chinese
 
     billing.grant(user=alice, amount=10 * DOLLAR, note="topped up")
     assert notify_low_balances() == 0  # above again: re-armed, nothing to say
