@@ -16,6 +16,7 @@ import json
 import httpx
 import pytest
 
+from billing.models import Hold, UsageLog
 from tests.charges import assert_billed_once_each, expected_charge
 from tests.conftest import add_channel, settled_usage
 
@@ -345,5 +346,123 @@ def test_a_tool_call_and_its_streamed_arguments(
     [log] = settled_usage()
     assert log.quota == expected_charge(model, input=log.input_tokens, output=log.output_tokens)
     assert log.input_tokens == 11 and log.output_tokens > 0
+    assert_billed_once_each(1)
+    books_balance()
+
+
+# --- Structured output -------------------------------------------------------------------------
+
+# Google's OpenAPI-style schema (upper-case types), the spelling google-genai sends.
+GEMINI_SCHEMA = {
+    "type": "OBJECT",
+    "properties": {"city": {"type": "STRING"}},
+    "required": ["city"],
+}
+JSON_MODE = [
+    pytest.param(client, channel, stream, mode, id=f"{client}-{channel}-{mode}-{kind}")
+    for client in CLIENTS
+    for channel in MODELS
+    for stream, kind in ((False, "whole"), (True, "stream"))
+    # Anthropic's format has no JSON mode without a schema.
+    for mode in (("schema",) if client == "messages" else ("schema", "json"))
+]
+
+
+def with_output_format(client: str, body: dict, mode: str) -> dict:
+    """The request asking for JSON output: following SCHEMA ("schema") or any JSON ("json")."""
+    if client == "chat":
+        body["response_format"] = (
+            {"type": "json_schema", "json_schema": {"name": "weather", "schema": SCHEMA}}
+            if mode == "schema"
+            else {"type": "json_object"}
+        )
+    elif client == "responses":
+        body["text"] = {
+            "format": {"type": "json_schema", "name": "weather", "schema": SCHEMA}
+            if mode == "schema"
+            else {"type": "json_object"}
+        }
+    elif client == "messages":
+        body["output_config"] = {"format": {"type": "json_schema", "schema": SCHEMA}}
+    else:
+        body["generationConfig"]["responseMimeType"] = "application/json"
+        if mode == "schema":
+            body["generationConfig"]["responseSchema"] = GEMINI_SCHEMA
+    return body
+
+
+def upstream_output_format(channel: str, sent: dict) -> tuple:
+    """("schema", the schema) or ("json", None) as the upstream got it, or None."""
+    body = sent["json"]
+    if channel == "gemini":
+        config = body.get("generationConfig", {})
+        if config.get("responseMimeType") != "application/json":
+            return None
+        schema = config.get("responseJsonSchema", config.get("responseSchema"))
+        return ("json", None) if schema is None else ("schema", schema)
+    if channel == "anthropic":
+        output_format = body.get("output_config", {}).get("format")
+        return output_format and ("schema", output_format["schema"])
+    if sent["path"] == "/v1/responses":
+        output_format = body.get("text", {}).get("format")
+    else:
+        output_format = body.get("response_format")
+    if output_format is None:
+        return None
+    if output_format["type"] == "json_object":
+        return ("json", None)
+    assert output_format["type"] == "json_schema"
+    return ("schema", output_format.get("schema") or output_format["json_schema"]["schema"])
+
+
+def error_message(response: httpx.Response) -> str:
+    body = response.json()
+    return body["error"]["message"]
+
+
+@pytest.mark.parametrize(("client", "channel", "stream", "mode"), JSON_MODE)
+def test_json_output_reaches_the_upstream_in_its_spelling_or_is_refused(
+    client,
+    channel,
+    stream,
+    mode,
+    alice,
+    alice_key,
+    channel_of,
+    relay_url,
+    mock_upstream,
+    books_balance,
+):
+    channel_of(channel)
+    model = MODELS[channel]
+    path, body = request_for(client, model, stream, "Where is the Louvre?", tool=False)
+    body = with_output_format(client, body, mode)
+    headers = {"x-goog-api-key": alice_key} if client == "gemini" else {}
+    headers |= {} if client == "gemini" else {"Authorization": f"Bearer {alice_key}"}
+
+    response = httpx.post(f"{relay_url}{path}", json=body, headers=headers, timeout=30)
+
+    if mode == "json" and channel == "anthropic":
+        # Anthropic constrains output only to a schema: JSON mode is refused, never dropped.
+        assert response.status_code == 400, response.text
+        message = error_message(response)
+        assert "json_object" in message and "responseMimeType" in message
+        assert mock_upstream.requests == []
+        # Logged as a failed call, charged nothing; the hold went back.
+        rows = list(UsageLog.objects.values_list("status", "quota", "error"))
+        assert rows == [("failed", 0, "invalid_request")]
+        assert list(Hold.objects.values_list("status", flat=True)) == [Hold.Status.RELEASED]
+        books_balance()
+        return
+    assert response.status_code == 200, response.text
+    got = read_answer(client, stream, response)
+    assert (got["text"], got["finish"]) == ("hello hello hello ", "stop")
+    [sent] = mock_upstream.requests
+    native_gemini = client == "gemini" and channel == "gemini"
+    expected_schema = GEMINI_SCHEMA if native_gemini else SCHEMA
+    expected = ("schema", expected_schema) if mode == "schema" else ("json", None)
+    assert upstream_output_format(channel, sent) == expected
+    [log] = settled_usage()
+    assert log.quota == expected_charge(model, input=11, output=3)
     assert_billed_once_each(1)
     books_balance()

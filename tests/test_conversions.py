@@ -65,7 +65,7 @@ def test_openai_only_fields_are_dropped_and_user_becomes_metadata():
         [{"role": "user", "content": "Hi"}],
         n=1,
         logprobs=True,
-        response_format={"type": "json_object"},
+        response_format={"type": "text"},
         stream_options={"include_usage": True},
         user="user-42",
         stream=True,
@@ -79,6 +79,45 @@ def test_openai_only_fields_are_dropped_and_user_becomes_metadata():
     assert body["top_p"] == 0.9
     for dropped in ("n", "logprobs", "response_format", "stream_options", "user"):
         assert dropped not in body
+
+
+def test_a_json_schema_becomes_anthropics_output_config_and_json_mode_is_refused():
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    body = to_anthropic(
+        [{"role": "user", "content": "Hi"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+    )
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    with pytest.raises(ConversionError, match="json_object"):
+        to_anthropic([{"role": "user", "content": "Hi"}], response_format={"type": "json_object"})
+    with pytest.raises(ConversionError, match="json_schema"):
+        to_anthropic(
+            [{"role": "user", "content": "Hi"}],
+            response_format={"type": "json_schema", "json_schema": {"name": "x"}},
+        )
+
+
+@pytest.mark.parametrize("spelling", ["output_config", "output_format"])
+def test_anthropics_structured_output_becomes_a_json_schema_response_format(spelling):
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    output_format = {"type": "json_schema", "schema": schema}
+    fields = {"output_config": {"format": output_format}, "output_format": output_format}
+    body = anthropic_to_openai_chat(
+        {
+            "model": "m",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "Hi"}],
+            spelling: fields[spelling],
+        }
+    )
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "response", "schema": schema},
+    }
+    with pytest.raises(ConversionError, match="output_config.format"):
+        anthropic_to_openai_chat(
+            {"model": "m", "messages": [], "output_config": {"format": {"type": "xml"}}}
+        )
 
 
 def test_temperature_above_anthropics_range_is_capped():

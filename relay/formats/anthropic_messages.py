@@ -175,7 +175,8 @@ def map_openai_finish_reason(reason: str | None) -> str:
 def openai_chat_to_anthropic(body: dict, *, default_max_tokens: int) -> dict:
     """Convert a Chat Completions request body into a Messages request body.
 
-    The model name is carried over unchanged; fields Anthropic has no use for are dropped.
+    The model name is carried over unchanged; fields Anthropic has no use for are dropped;
+    ``response_format`` becomes ``output_config.format`` (a JSON schema) or is refused.
     """
     system_texts: list[str] = []
     messages: list[dict] = []
@@ -228,7 +229,48 @@ def openai_chat_to_anthropic(body: dict, *, default_max_tokens: int) -> dict:
             result[key] = body[key]
     if body.get("user"):
         result["metadata"] = {"user_id": body["user"]}
+    output_format = _anthropic_output_format(body.get("response_format"))
+    if output_format is not None:
+        result["output_config"] = {"format": output_format}
     return result
+
+
+def _anthropic_output_format(response_format: Any) -> dict | None:
+    """Anthropic's structured output (``output_config.format``) for a hub ``response_format``.
+
+    Anthropic constrains output only to a JSON schema: JSON mode without one has no spelling
+    there, so it is refused rather than dropped (the client would get prose it cannot parse).
+    """
+    if not isinstance(response_format, dict) or response_format.get("type") in (None, "text"):
+        return None
+    if response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if isinstance(schema, dict):
+            return {"type": "json_schema", "schema": schema}
+    raise ConversionError(
+        "JSON output without a schema (response_format json_object, text.format json_object, "
+        "responseMimeType application/json without a responseSchema) cannot be served by "
+        "Anthropic, which constrains output only to a JSON schema: send one (json_schema)."
+    )
+
+
+def _hub_response_format(body: dict) -> dict | None:
+    """A hub ``response_format`` for Anthropic's structured output: ``output_config.format``
+    (the generally available spelling) or the beta's top-level ``output_format``."""
+    config = body.get("output_config")
+    output_format = config.get("format") if isinstance(config, dict) else None
+    if output_format is None:
+        output_format = body.get("output_format")
+    if output_format is None:
+        return None
+    kind = output_format.get("type") if isinstance(output_format, dict) else None
+    schema = output_format.get("schema") if isinstance(output_format, dict) else None
+    if kind != "json_schema" or not isinstance(schema, dict):
+        raise ConversionError(
+            f"output_config.format of type {kind!r} cannot be converted: only json_schema "
+            "with a schema object can."
+        )
+    return {"type": "json_schema", "json_schema": {"name": "response", "schema": schema}}
 
 
 def _first_present(*values: Any) -> Any:
@@ -387,7 +429,9 @@ def _openai_tool_choice_to_anthropic(
 def anthropic_to_openai_chat(body: dict) -> dict:
     """Convert a Messages request body into a Chat Completions request body.
 
-    The model name is carried over unchanged; `thinking`, `metadata` and `top_k` are dropped.
+    The model name is carried over unchanged; `thinking`, `metadata` and `top_k` are dropped;
+    structured output (`output_config.format`, the beta's `output_format`) becomes
+    `response_format`.
     """
     messages: list[dict] = []
     system = body.get("system")
@@ -419,6 +463,9 @@ def anthropic_to_openai_chat(body: dict) -> dict:
     for key in ("temperature", "top_p"):
         if body.get(key) is not None:
             result[key] = body[key]
+    response_format = _hub_response_format(body)
+    if response_format is not None:
+        result["response_format"] = response_format
     if body.get("stream"):
         result["stream"] = True
         # Without it an OpenAI stream carries no usage at all, and the relay bills from it.
