@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from billing.models import Hold, UsageLog
+from billing.operations import UsageFlag
 from tests.charges import assert_billed_once_each, expected_charge
 from tests.conftest import add_channel, settled_usage
 
@@ -464,5 +465,224 @@ def test_json_output_reaches_the_upstream_in_its_spelling_or_is_refused(
     assert upstream_output_format(channel, sent) == expected
     [log] = settled_usage()
     assert log.quota == expected_charge(model, input=11, output=3)
+    assert_billed_once_each(1)
+    books_balance()
+
+
+# --- Images in the input -----------------------------------------------------------------------
+
+IMAGE_URL = "https://images.example/cat.png"
+# A 1x1 PNG.
+PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+IMAGES = [
+    pytest.param(client, channel, stream, source, id=f"{client}-{channel}-{source}-{kind}")
+    for client in CLIENTS
+    for channel in MODELS
+    for stream, kind in ((False, "whole"), (True, "stream"))
+    for source in ("url", "base64")
+]
+
+
+def with_image(client: str, body: dict, source: str) -> dict:
+    """The request's user turn with the image after its text, in the client's spelling."""
+    url = IMAGE_URL if source == "url" else f"data:image/png;base64,{PNG_BASE64}"
+    if client == "chat":
+        image = {"type": "image_url", "image_url": {"url": url}}
+        turn = body["messages"][-1]
+        turn["content"] = [{"type": "text", "text": turn["content"]}, image]
+    elif client == "responses":
+        image = {"type": "input_image", "image_url": url}
+        text = {"type": "input_text", "text": body["input"]}
+        body["input"] = [{"role": "user", "content": [text, image]}]
+    elif client == "messages":
+        image = {
+            "type": "image",
+            "source": {"type": "url", "url": IMAGE_URL}
+            if source == "url"
+            else {"type": "base64", "media_type": "image/png", "data": PNG_BASE64},
+        }
+        turn = body["messages"][-1]
+        turn["content"] = [{"type": "text", "text": turn["content"]}, image]
+    else:
+        image = (
+            {"fileData": {"mimeType": "image/png", "fileUri": IMAGE_URL}}
+            if source == "url"
+            else {"inlineData": {"mimeType": "image/png", "data": PNG_BASE64}}
+        )
+        body["contents"][-1]["parts"].append(image)
+    return body
+
+
+def upstream_images(channel: str, sent: dict) -> list:
+    """Each image the upstream got: ("url", url) or ("base64", media type, data)."""
+    body = sent["json"]
+    found = []
+    if channel == "gemini":
+        for content in body["contents"]:
+            for part in content["parts"]:
+                if "fileData" in part:
+                    assert part["fileData"]["mimeType"] == "image/png"
+                    found.append(("url", part["fileData"]["fileUri"]))
+                elif "inlineData" in part:
+                    inline = part["inlineData"]
+                    found.append(("base64", inline["mimeType"], inline["data"]))
+        return found
+    if channel == "anthropic":
+        for message in body["messages"]:
+            for block in message["content"] if isinstance(message["content"], list) else []:
+                if block["type"] == "image":
+                    source = block["source"]
+                    if source["type"] == "url":
+                        found.append(("url", source["url"]))
+                    else:
+                        found.append(("base64", source["media_type"], source["data"]))
+        return found
+    if sent["path"] == "/v1/responses":
+        messages, kind = body["input"], "input_image"
+    else:
+        messages, kind = body["messages"], "image_url"
+    for message in messages:
+        for part in message["content"] if isinstance(message["content"], list) else []:
+            if part["type"] == kind:
+                url = part["image_url"] if kind == "input_image" else part["image_url"]["url"]
+                if url.startswith("data:"):
+                    media_type, data = url[5:].split(";base64,")
+                    found.append(("base64", media_type, data))
+                else:
+                    found.append(("url", url))
+    return found
+
+
+@pytest.mark.parametrize(("client", "channel", "stream", "source"), IMAGES)
+def test_an_image_in_the_input_reaches_the_upstream_in_its_spelling(
+    client,
+    channel,
+    stream,
+    source,
+    alice,
+    alice_key,
+    channel_of,
+    relay_url,
+    mock_upstream,
+    books_balance,
+):
+    channel_of(channel)
+    model = MODELS[channel]
+    path, body = request_for(client, model, stream, "What is in this picture?", tool=False)
+
+    got = read_answer(
+        client, stream, call(relay_url, alice_key, client, path, with_image(client, body, source))
+    )
+
+    assert (got["text"], got["finish"]) == ("hello hello hello ", "stop")
+    [sent] = mock_upstream.requests
+    expected = ("url", IMAGE_URL) if source == "url" else ("base64", "image/png", PNG_BASE64)
+    assert upstream_images(channel, sent) == [expected]
+    [log] = settled_usage()
+    assert log.quota == expected_charge(model, input=11, output=3)
+    assert_billed_once_each(1)
+    books_balance()
+
+
+# --- Usage with cached and reasoning tokens ----------------------------------------------------
+
+# One call's usage in each upstream's own accounting: 100 input tokens of which 40 read from the
+# cache, 30 output tokens of which 20 reasoning. Anthropic counts cache reads apart from
+# input_tokens and reports no reasoning figure; Gemini counts thoughts apart from candidates.
+REPORTED = {
+    "chat": {
+        "prompt_tokens": 100,
+        "prompt_tokens_details": {"cached_tokens": 40},
+        "completion_tokens": 30,
+        "completion_tokens_details": {"reasoning_tokens": 20},
+    },
+    "responses": {
+        "input_tokens": 100,
+        "input_tokens_details": {"cached_tokens": 40},
+        "output_tokens": 30,
+        "output_tokens_details": {"reasoning_tokens": 20},
+    },
+    "anthropic": {"input_tokens": 60, "cache_read_input_tokens": 40, "output_tokens": 30},
+    "gemini": {
+        "promptTokenCount": 100,
+        "cachedContentTokenCount": 40,
+        "candidatesTokenCount": 10,
+        "thoughtsTokenCount": 20,
+    },
+}
+
+
+def client_usage(client: str, stream: bool, response: httpx.Response) -> tuple:
+    """(input with cached, cached, output with reasoning, reasoning) as the client was told."""
+    if client == "chat":
+        chunks = sse_payloads(response.text) if stream else [response.json()]
+        usage = [chunk["usage"] for chunk in chunks if chunk.get("usage")][-1]
+        return (
+            usage["prompt_tokens"],
+            usage["prompt_tokens_details"]["cached_tokens"],
+            usage["completion_tokens"],
+            # Optional in OpenAI's usage: absent when the upstream gave no reasoning figure.
+            (usage.get("completion_tokens_details") or {}).get("reasoning_tokens", 0),
+        )
+    if client == "responses":
+        if stream:
+            events = sse_payloads(response.text)
+            [usage] = [e["response"]["usage"] for e in events if e["type"] == "response.completed"]
+        else:
+            usage = response.json()["usage"]
+        return (
+            usage["input_tokens"],
+            usage["input_tokens_details"]["cached_tokens"],
+            usage["output_tokens"],
+            usage["output_tokens_details"]["reasoning_tokens"],
+        )
+    if client == "messages":
+        if stream:
+            usage = {}
+            for event in sse_payloads(response.text):
+                if event["type"] == "message_start":
+                    usage |= event["message"]["usage"]
+                elif event["type"] == "message_delta":
+                    usage |= event["usage"]
+        else:
+            usage = response.json()["usage"]
+        cached = usage.get("cache_read_input_tokens") or 0
+        # Anthropic's format has no reasoning figure.
+        return (usage["input_tokens"] + cached, cached, usage["output_tokens"], None)
+    chunks = sse_payloads(response.text) if stream else [response.json()]
+    usage = [chunk["usageMetadata"] for chunk in chunks if chunk.get("usageMetadata")][-1]
+    thoughts = usage.get("thoughtsTokenCount", 0)
+    return (
+        usage["promptTokenCount"],
+        usage.get("cachedContentTokenCount", 0),
+        usage["candidatesTokenCount"] + thoughts,
+        thoughts,
+    )
+
+
+@pytest.mark.parametrize(("client", "channel", "stream"), MATRIX)
+def test_cached_and_reasoning_tokens_are_normalized_and_billed(
+    client, channel, stream, alice, alice_key, channel_of, relay_url, mock_upstream, books_balance
+):
+    channel_of(channel)
+    model = MODELS[channel]
+    path, body = request_for(client, model, stream, "Think, then say hello", tool=False)
+    native_responses = client == "responses" and channel == "openai"
+    if channel == "openai":
+        reported = REPORTED["responses" if native_responses else "chat"]
+    else:
+        reported = REPORTED[channel]
+    mock_upstream.script({"usage": reported})
+
+    response = call(relay_url, alice_key, client, path, body)
+
+    reasoning = 0 if channel == "anthropic" else 20
+    told = client_usage(client, stream, response)
+    assert told == (100, 40, 30, None if client == "messages" else reasoning)
+    [log] = settled_usage()
+    assert (log.input_tokens, log.cached_input_tokens) == (60, 40)
+    assert (log.output_tokens, log.reasoning_tokens) == (30, reasoning)
+    assert log.usage_flag == UsageFlag.TRUSTED
+    assert log.quota == expected_charge(model, input=60, cached=40, output=30)
     assert_billed_once_each(1)
     books_balance()
