@@ -13,7 +13,7 @@ ends, so it cannot be used to guess keys.
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -42,7 +42,7 @@ def _guess_key(ip: str | None) -> str:
 def _guessing(ip: str | None) -> bool:
     most, _ = _limits()
     try:
-        return (cache.get(_guess_key(ip)) or 0) >= most
+        return (caches["guards"].get(_guess_key(ip)) or 0) >= most
     except Exception:  # noqa: BLE001 - a cache that fails closes the page, never opens it
         return True
 
@@ -50,8 +50,8 @@ def _guessing(ip: str | None) -> bool:
 def _count_wrong_key(ip: str | None) -> None:
     _, window = _limits()
     try:
-        cache.add(_guess_key(ip), 0, window)  # the window starts at the first wrong key
-        cache.incr(_guess_key(ip))
+        caches["guards"].add(_guess_key(ip), 0, window)  # the window starts at the first wrong key
+        caches["guards"].incr(_guess_key(ip))
     except Exception:  # noqa: BLE001, S110 - the next check refuses while the cache is down
         pass
 

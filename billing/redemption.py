@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Literal
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 from django.db import transaction
 from django.utils import timezone
 
@@ -239,7 +239,7 @@ UNAVAILABLE = "Redeeming codes is unavailable for a moment. Try again later."
 def _refuse_if_guessing(*, user_id: int, ip: str | None) -> None:
     keys = _guess_keys(user_id, ip)
     try:
-        counts = cache.get_many([key for key, _ in keys])
+        counts = caches["guards"].get_many([key for key, _ in keys])
     except Exception:  # noqa: BLE001 - any cache failure closes redemption, never opens it
         raise RedemptionRefused("too_many_attempts", UNAVAILABLE) from None
     if any(counts.get(key, 0) >= limit for key, limit in keys):
@@ -251,5 +251,5 @@ def _count_wrong_guess(*, user_id: int, ip: str | None) -> None:
     # A cache that fails here refuses the next attempt's check while it is down.
     with contextlib.suppress(Exception):
         for key, _ in _guess_keys(user_id, ip):
-            cache.add(key, 0, window)  # the window starts at the first wrong guess
-            cache.incr(key)
+            caches["guards"].add(key, 0, window)  # the window starts at the first wrong guess
+            caches["guards"].incr(key)

@@ -219,7 +219,13 @@ if REDIS_URL:
         "LOCATION": REDIS_URL,
         "OPTIONS": {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT},
     }
-    CACHES = {"default": redis_cache, "shared": dict(redis_cache)}
+    # "default" holds the site's rate limits and throttles: open while Redis is away unless
+    # RATE_LIMITS_FAIL_OPEN is off (config.rate_limit_cache); "guards" counts guesses at codes
+    # and keys, and fails closed.
+    rate_limits = dict(redis_cache)
+    if env_bool("RATE_LIMITS_FAIL_OPEN", True):
+        rate_limits["BACKEND"] = "config.rate_limit_cache.FailOpenRedisCache"
+    CACHES = {"default": rate_limits, "shared": dict(redis_cache), "guards": dict(redis_cache)}
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -230,6 +236,7 @@ if REDIS_URL:
 else:
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "guards": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         "shared": {
             "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
             "LOCATION": str(DATA_DIR / "cache"),

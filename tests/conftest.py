@@ -166,10 +166,21 @@ def fresh_caches():
     forget_all()
     journal.forget()
     ready_holds.forget()
+    _clear_local_guards()
     yield
     forget_all()
     journal.forget()
     ready_holds.forget()
+
+
+def _clear_local_guards() -> None:
+    """Counts of wrong guesses (codes, keys) start at zero in every test: only a cache in this
+    process's memory is cleared, never a Redis database."""
+    from django.core.cache import caches
+    from django.core.cache.backends.locmem import LocMemCache
+
+    if isinstance(caches["guards"], LocMemCache):
+        caches["guards"].clear()
 
 
 @pytest.fixture(autouse=True)

@@ -177,12 +177,12 @@ def test_redemption_stays_closed_while_its_counters_cannot_be_read(settings, ali
     from billing.redemption import RedemptionRefused, redeem_code
 
     settings.CACHES = {
-        "default": {
+        **settings.CACHES,
+        "guards": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": "redis://127.0.0.1:1/0",
             "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
         },
-        "shared": settings.CACHES["shared"],
     }
     with pytest.raises(RedemptionRefused) as refused:
         redeem_code(user=alice, code="SLC-" + "A" * 26, ip="10.0.0.1")

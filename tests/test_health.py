@@ -51,7 +51,7 @@ def test_readyz_is_ok_when_the_database_and_cache_answer_and_logs_nothing(relay_
     assert response.status_code == 200
     assert response.json() == {
         "status": "ok",
-        "checks": {"database": "ok", "cache": "ok", "cache.shared": "ok"},
+        "checks": {"database": "ok", "cache": "ok", "cache.guards": "ok", "cache.shared": "ok"},
     }
     assert health_log() == []
 
@@ -94,7 +94,12 @@ def test_readyz_is_503_naming_the_database_when_it_fails_and_logs_its_recovery(
     recovered = httpx.get(f"{relay_url}/readyz")
 
     assert refused.status_code == 503
-    assert refused.json()["checks"] == {"database": "failed", "cache": "ok", "cache.shared": "ok"}
+    assert refused.json()["checks"] == {
+        "database": "failed",
+        "cache": "ok",
+        "cache.guards": "ok",
+        "cache.shared": "ok",
+    }
     assert "not reachable" not in refused.text
     assert recovered.status_code == 200
     messages = [record.getMessage() for record in health_log()]

@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.core.cache import cache
+from django.core.cache import caches
 from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
@@ -30,9 +30,9 @@ FIVE_DOLLARS = 2_500_000
 
 @pytest.fixture(autouse=True)
 def no_wrong_guesses_yet():
-    cache.clear()
+    caches["guards"].clear()
     yield
-    cache.clear()
+    caches["guards"].clear()
 
 
 def refused(user, code, ip="203.0.113.5") -> str:
@@ -131,7 +131,7 @@ def test_redemption_is_closed_when_the_cache_is_unreachable(alice, monkeypatch):
     def down(*args, **kwargs):
         raise ConnectionError("cache down")
 
-    monkeypatch.setattr(cache, "get_many", down)
+    monkeypatch.setattr(caches["guards"], "get_many", down)
     assert refused(alice, code) == "too_many_attempts"
     assert not RedemptionCode.objects.filter(used_at__isnull=False).exists()
 
@@ -228,11 +228,12 @@ def test_wrong_guesses_are_counted_in_redis_when_it_is_the_cache(alice, settings
 
     settings.CACHES = {
         **settings.CACHES,
-        "default": {
+        "guards": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": redis_url,
         },
     }
+    cache = caches["guards"]
     settings.REDEEM_FAILURES_PER_USER = 2
     ip = "192.0.2.77"
     names = [f"redeem-fail:user:{alice.id}", f"redeem-fail:ip:{ip}"]

@@ -177,9 +177,11 @@ def test_an_expired_code_is_refused_in_chinese_too(signed_in):
 
 
 def test_a_disabled_code_and_too_many_wrong_codes_are_explained(signed_in, alice, settings):
-    from django.core.cache import cache
+    from django.core.cache import caches
 
     from billing.redemption import disable_codes
+
+    cache = caches["guards"]  # where wrong guesses are counted
 
     counters = [f"redeem-fail:user:{alice.id}", "redeem-fail:ip:127.0.0.1"]
     cache.delete_many(counters)
