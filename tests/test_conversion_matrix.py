@@ -473,7 +473,10 @@ def test_json_output_reaches_the_upstream_in_its_spelling_or_is_refused(
 
 IMAGE_URL = "https://images.example/cat.png"
 # A 1x1 PNG.
-PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+PNG_BASE64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5Er"
+    "kJggg=="
+)
 IMAGES = [
     pytest.param(client, channel, stream, source, id=f"{client}-{channel}-{source}-{kind}")
     for client in CLIENTS
