@@ -312,7 +312,14 @@ def main() -> None:
     upstream, upstream_url = start_upstream()
     results = []
     try:
-        extra = {"HOLD_TTL_SECONDS": "20", "HOLD_SWEEP_SECONDS": "1", "LOG_LEVEL": "WARNING"}
+        # No holds placed ahead (relay.ready_holds): each call is told apart by its own hold's
+        # amount, so every call must place its own.
+        extra = {
+            "HOLD_TTL_SECONDS": "20",
+            "HOLD_SWEEP_SECONDS": "1",
+            "LOG_LEVEL": "WARNING",
+            "RELAY_READY_HOLDS": "0",
+        }
         with private_stack(extra_env=extra) as stack:
             made = stack.python(SETUP, upstream_url, MODEL).strip().splitlines()[-1]
             keys = json.loads(made)["keys"]
