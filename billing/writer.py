@@ -30,6 +30,7 @@ import threading
 import time
 from typing import Any, TypeAlias, cast, overload
 
+import psycopg
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, connections
 
 from billing import journal
@@ -47,6 +48,10 @@ Queued: TypeAlias = tuple[
 # How often, at most, PostgreSQL is asked how far its disk has caught up, while settlements
 # wait on it.
 DISK_CHECK_SECONDS = 0.2
+
+# What says the database is away rather than that an operation is wrong: Django's wrappers,
+# and psycopg's own (billing.batch uses the connection directly).
+UNREACHABLE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 
 _queue: "queue.SimpleQueue[Queued]" = queue.SimpleQueue()
 _thread: threading.Thread | None = None
@@ -141,7 +146,7 @@ def _journal_outcomes(batch: list[Queued], outcomes: list[Outcome | Exception]) 
         if number is None:
             continue
         if isinstance(outcome, Exception):
-            lasting = not isinstance(outcome, OperationalError | InterfaceError)
+            lasting = not isinstance(outcome, UNREACHABLE)
             journal.journal().failed(number, lasting=lasting)
         else:
             committed.append(number)
@@ -197,14 +202,21 @@ def _apply(batch: list[Queued]) -> list[Outcome | Exception]:
     durable = not journaling()
     try:
         return list(apply_batch(operations, durable=durable))
-    except (OperationalError, InterfaceError) as problem:
+    except UNREACHABLE as problem:
+        _reset_connection()
+        if _lost_a_race(problem):
+            logger.warning("ledger batch of %d lost a deadlock; retrying one by one", len(batch))
+            return _one_by_one(operations, durable)
         # The database is away: every operation would fail the same way, one by one.
         logger.warning("ledger batch of %d failed, database unreachable: %s", len(batch), problem)
-        _reset_connection()
         return [problem] * len(batch)
     except Exception:
         logger.warning("ledger batch of %d failed; retrying one by one", len(batch), exc_info=True)
         _reset_connection()
+    return _one_by_one(operations, durable)
+
+
+def _one_by_one(operations: list[Operation], durable: bool) -> list[Outcome | Exception]:
     outcomes: list[Outcome | Exception] = []
     for operation in operations:
         try:
@@ -215,6 +227,13 @@ def _apply(batch: list[Queued]) -> list[Outcome | Exception]:
         else:
             outcomes.append(outcome)
     return outcomes
+
+
+def _lost_a_race(problem: BaseException) -> bool:
+    """A deadlock or serialization failure (SQLSTATE class 40): that transaction lost, the
+    database is there."""
+    sqlstate = getattr(problem, "sqlstate", None) or getattr(problem.__cause__, "sqlstate", None)
+    return str(sqlstate or "").startswith("40")
 
 
 def _reset_connection() -> None:

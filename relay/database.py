@@ -25,6 +25,7 @@ import asyncio
 import logging
 import time
 
+import psycopg
 import psycopg_pool.pool
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -37,8 +38,9 @@ logger = logging.getLogger(__name__)
 
 # Errors that mean "the database is away", not "this query is wrong": connection refused or
 # lost, the pool's wait for a connection timed out (psycopg_pool.PoolTimeout is an
-# OperationalError), statement_timeout, a server shutting down.
-UNREACHABLE = (OperationalError, InterfaceError)
+# OperationalError), statement_timeout, a server shutting down. Django's wrappers, and
+# psycopg's own for code that uses the connection directly (billing.batch).
+UNREACHABLE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 
 _away_until = 0.0  # monotonic time until which the database is taken to be away
 _last_warning = 0.0
@@ -58,8 +60,10 @@ def away() -> bool:
 def _contention(problem: BaseException | str) -> bool:
     """A deadlock or serialization failure (SQLSTATE class 40): that transaction lost, the
     database is there. psycopg counts these as OperationalError too."""
-    cause = problem.__cause__ if isinstance(problem, BaseException) else None
-    return str(getattr(cause, "sqlstate", "") or "").startswith("40")
+    if not isinstance(problem, BaseException):
+        return False
+    sqlstate = getattr(problem, "sqlstate", None) or getattr(problem.__cause__, "sqlstate", None)
+    return str(sqlstate or "").startswith("40")
 
 
 def mark_away(problem: BaseException | str) -> None:
