@@ -34,11 +34,7 @@ from relay.formats.common import (
     usage_part,
 )
 from relay.formats.openai_chat import (
-    DONE,
     check_openai_chunk,
-    normalize_openai_usage,
-    openai_chunk,
-    openai_chunk_text,
 )
 from relay.responses import current_request_id, new_request_id
 
@@ -1168,25 +1164,11 @@ class AnthropicToOpenAI(Translator):
         )
 
 
-class OpenAIToAnthropic(Translator):
-    """OpenAI upstream, Anthropic client."""
+class OpenAIToAnthropic(openai_chat.FromHub):
+    """OpenAI upstream, Anthropic client: events named as Anthropic names them."""
 
     def __init__(self, *, model: str):
-        super().__init__()
-        self._converter = OpenAIToAnthropicStream(model)
-
-    def _feed(self, event: Event) -> tuple[bytes, str]:
-        if event.data == DONE:
-            self.completed = True
-            return b"", ""
-        chunk = openai_chunk(event)
-        events = self._converter.feed(chunk)  # raises UpstreamStreamError
-        if chunk.get("usage") is not None:
-            self._report_usage(normalize_openai_usage, chunk["usage"])
-        return b"".join(sse(n, d) for n, d in events), openai_chunk_text(chunk)
-
-    def _finish(self) -> bytes:
-        return b"".join(sse(n, d) for n, d in self._converter.finish())
+        super().__init__(OpenAIToAnthropicStream(model), lambda event: sse(*event))
 
 
 # --- To and from the hub ----------------------------------------------------------------------

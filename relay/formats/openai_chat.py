@@ -221,6 +221,31 @@ class OpenAIPassthrough(Translator):
         return _without_null_usage(event, chunk), openai_chunk_text(chunk)
 
 
+class FromHub(Translator):
+    """A hub (OpenAI chat) upstream serving a client of another format: each chunk goes through
+    the format's stream converter (``converter``: ``feed(chunk)`` and ``finish()``, each giving
+    the client's events), whose events ``frame`` puts on the wire; the upstream's usage and text
+    are read from the hub chunk."""
+
+    def __init__(self, converter, frame):
+        super().__init__()
+        self._converter = converter
+        self._frame = frame
+
+    def _feed(self, event: Event) -> tuple[bytes, str]:
+        if event.data == DONE:
+            self.completed = True
+            return b"", ""
+        chunk = openai_chunk(event)
+        events = self._converter.feed(chunk)  # raises UpstreamStreamError
+        if chunk.get("usage") is not None:
+            self._report_usage(normalize_openai_usage, chunk["usage"])
+        return b"".join(self._frame(item) for item in events), openai_chunk_text(chunk)
+
+    def _finish(self) -> bytes:
+        return b"".join(self._frame(item) for item in self._converter.finish())
+
+
 def _without_null_usage(event: Event, chunk: dict) -> bytes:
     """The event's bytes without its ``"usage": null``: cut from the bytes as the upstream
     spelled it when it is one of the usual spellings (``chunk``, already without it, is

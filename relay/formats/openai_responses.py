@@ -38,11 +38,9 @@ from relay.formats.common import (
     stream_ended_with_error,
 )
 from relay.formats.openai_chat import (
-    DONE,
+    FromHub,
     check_openai_chunk,
     normalize_openai_usage,
-    openai_chunk,
-    openai_chunk_text,
 )
 
 if TYPE_CHECKING:  # relay.errors renders through this module
@@ -889,25 +887,11 @@ class HubToResponsesStream:
         return events
 
 
-class HubToResponses(Translator):
+class HubToResponses(FromHub):
     """Hub (OpenAI chat) upstream, Responses client."""
 
     def __init__(self, *, model: str):
-        super().__init__()
-        self._converter = HubToResponsesStream(model)
-
-    def _feed(self, event: Event) -> tuple[bytes, str]:
-        if event.data == DONE:
-            self.completed = True
-            return b"", ""
-        chunk = openai_chunk(event)
-        events = self._converter.feed(chunk)  # raises UpstreamStreamError
-        if chunk.get("usage") is not None:
-            self._report_usage(normalize_openai_usage, chunk["usage"])
-        return b"".join(sse(data) for data in events), openai_chunk_text(chunk)
-
-    def _finish(self) -> bytes:
-        return b"".join(sse(data) for data in self._converter.finish())
+        super().__init__(HubToResponsesStream(model), sse)
 
 
 class ResponsesToHub(Translator):
