@@ -16,6 +16,12 @@ the settlements a PostgreSQL restart may have lost, retries the ones that failed
 pause, and, when it starts, makes the settlements a dead process left in its journal. So a call
 never waits for a disk flush, and an answer that was delivered is still billed.
 
+A release that fails because the database is away (a call refused or failed during an outage,
+a hold placed after its caller gave up) is tried again the same way, with a growing pause, for
+as long as this process lives: a release moves no money out, but a lost one would keep the
+user's balance held until the hold's expiry. A process that dies leaves those to the expiry
+sweep (billing.tasks), which releases an open hold once it expires.
+
 Nothing about the money changes: every operation is exactly what it is alone, and the books
 balance after every commit. If a batch fails because the database is unreachable, every caller
 hears so at once (no retry loop in front of them); if it fails otherwise (a deadlock, one bad
@@ -54,6 +60,9 @@ DISK_CHECK_SECONDS = 0.2
 UNREACHABLE = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 
 _queue: "queue.SimpleQueue[Queued]" = queue.SimpleQueue()
+# Releases the database was away for, by hold id: (the release, failures so far, when to try it
+# again, on the monotonic clock). Only the writer's thread touches it.
+_releases_due: dict[int, tuple[Release, int, float]] = {}
 _thread: threading.Thread | None = None
 _started = threading.Lock()
 
@@ -95,6 +104,12 @@ async def run(operation: Operation) -> Outcome:
     return outcome
 
 
+def forget() -> None:
+    """Drop the releases waiting to be tried again (tests only: each test's database is new, and
+    a hold id of another test's must not be released in it)."""
+    _releases_due.clear()
+
+
 def _start() -> None:
     global _thread
     with _started:
@@ -108,8 +123,9 @@ def _work() -> None:
         _queue_again(journal.journal().adopt_orphans())
     last_check = 0.0
     while True:
+        waiting = _journal_waiting() or bool(_releases_due)
         try:
-            first = _queue.get(timeout=DISK_CHECK_SECONDS if _journal_waiting() else None)
+            first = _queue.get(timeout=DISK_CHECK_SECONDS if waiting else None)
         except queue.Empty:
             first = None
         if first is not None:
@@ -122,6 +138,8 @@ def _work() -> None:
             outcomes = _apply(batch)
             _answer(batch, outcomes)
             _journal_outcomes(batch, outcomes)
+            _retry_releases(batch, outcomes)
+        _queue_due_releases()
         if _journal_waiting() and time.monotonic() - last_check >= DISK_CHECK_SECONDS:
             last_check = time.monotonic()
             _check_disk()
@@ -160,6 +178,28 @@ def _journal_outcomes(batch: list[Queued], outcomes: list[Outcome | Exception]) 
             journal.journal().failed(number)
         return
     journal.journal().committed(committed, position, server_start)
+
+
+def _retry_releases(batch: list[Queued], outcomes: list[Outcome | Exception]) -> None:
+    """Keep the releases the database was away for, to try again after a pause that grows."""
+    for (operation, _, _, _), outcome in zip(batch, outcomes, strict=True):
+        if not isinstance(operation, Release):
+            continue
+        hold_id = operation.hold.id
+        if not isinstance(outcome, UNREACHABLE):
+            _releases_due.pop(hold_id, None)  # made (or refused for good: logged by its caller)
+            continue
+        _, failures, _ = _releases_due.get(hold_id, (operation, 0, 0.0))
+        pause = min(journal.FIRST_RETRY_SECONDS * 2**failures, journal.LAST_RETRY_SECONDS)
+        _releases_due[hold_id] = (operation, failures + 1, time.monotonic() + pause)
+
+
+def _queue_due_releases() -> None:
+    now = time.monotonic()
+    for hold_id, (release, failures, retry_at) in list(_releases_due.items()):
+        if 0 < retry_at <= now:
+            _releases_due[hold_id] = (release, failures, 0.0)  # queued: not again until it fails
+            _queue.put((release, None, None, None))
 
 
 def _check_disk() -> None:

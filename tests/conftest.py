@@ -159,17 +159,19 @@ def fresh_caches():
     to the next: every copy goes, in this process and in the shared cache (config.cache); so do
     the settlements the ledger writer's journal keeps (billing.journal), which would otherwise
     be made again in the next test's database."""
-    from billing import journal
+    from billing import journal, writer
     from config.cache import forget_all
     from relay import ready_holds
 
     forget_all()
     journal.forget()
+    writer.forget()
     ready_holds.forget()
     _clear_local_guards()
     yield
     forget_all()
     journal.forget()
+    writer.forget()
     ready_holds.forget()
 
 
