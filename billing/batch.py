@@ -124,14 +124,14 @@ class _Books:
         if op.api_key_id in self.carved:
             return self._reserve_carved(op, least)
         balance = self.users.get(op.user_id)
-        if balance is None or balance < least or balance <= 0:
+        if balance is None or balance < least + op.spare or balance <= 0:
             return InsufficientQuota("balance", spent=balance is None or balance <= 0)
-        amount = min(op.amount, balance)
+        amount = min(op.amount, balance - op.spare)
         if not op.unlimited_key:
             remaining = self.keys.get(op.api_key_id)
-            if remaining is None or remaining < least or remaining <= 0:
+            if remaining is None or remaining < least + op.spare or remaining <= 0:
                 return InsufficientQuota("key", spent=remaining is None or remaining <= 0)
-            amount = min(amount, remaining)
+            amount = min(amount, remaining - op.spare)
         key_amount = 0 if op.unlimited_key else amount
         self.give(op.user_id, op.api_key_id, -amount, -key_amount)
         return self._hold(op, amount, key_amount)
@@ -140,9 +140,9 @@ class _Books:
         """A carved key's hold: from the key's own balance alone, whatever its reseller's
         balance is (the reseller's row is locked but never read or changed)."""
         balance = self.keys.get(op.api_key_id)
-        if balance is None or balance < least or balance <= 0:
+        if balance is None or balance < least + op.spare or balance <= 0:
             return InsufficientQuota("key", spent=balance is None or balance <= 0)
-        amount = min(op.amount, balance)
+        amount = min(op.amount, balance - op.spare)
         self.give(op.user_id, op.api_key_id, 0, -amount)
         # The hold takes nothing from the user (``amount`` 0), all of it from the key.
         return self._hold(op, 0, amount)

@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -83,14 +84,26 @@ def _decode(value: dict):
     return value
 
 
+@functools.cache
+def _field_names(kind: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(kind))
+
+
+def _flat(value) -> dict:
+    """A dataclass's fields by name, one level deep: what is in them is already JSON's (with
+    Decimals and datetimes, which ``_encode`` spells), so nothing is copied (dataclasses.asdict
+    deep-copies every value, which cost more than the rest of a settlement's line)."""
+    return {name: getattr(value, name) for name in _field_names(type(value))}
+
+
 def settlement_line(number: int, settle: Settle) -> bytes:
     """One journal line: the settlement's number in its process and everything it holds."""
-    fields = {f.name: getattr(settle, f.name) for f in dataclasses.fields(settle)}
+    fields = _flat(settle)
     fields |= {
-        "hold": dataclasses.asdict(settle.hold),
-        "price": dataclasses.asdict(settle.price),
-        "usage": dataclasses.asdict(settle.usage),
-        "call": dataclasses.asdict(settle.call),
+        "hold": _flat(settle.hold),
+        "price": _flat(settle.price),
+        "usage": _flat(settle.usage),
+        "call": _flat(settle.call),
     }
     text = json.dumps({"n": number, "settle": fields}, default=_encode, separators=(",", ":"))
     return text.encode() + b"\n"
@@ -128,7 +141,9 @@ class Entry:
 
     settle: Settle
     segment: Path
-    commit: tuple[int, str] | None = None  # (WAL position, server start) once committed
+    # Once committed: (a WAL position at or past its commit, or None until the next disk check
+    # reads one, and the server run it was committed on).
+    commit: tuple[int | None, str] | None = None
     failures: int = 0
     lasting_failures: int = 0
     retry_at: float = 0.0  # monotonic time; 0 while it waits in the writer's queue
@@ -173,12 +188,12 @@ class Journal:
         self.segments[path] = descriptor
         self.active, self.written = path, 0
 
-    def committed(self, numbers: list[int], position: int, server_start: str) -> None:
-        """These settlements committed; PostgreSQL's WAL was at ``position`` just after."""
+    def committed(self, numbers: list[int], server_start: str) -> None:
+        """These settlements committed, on the server run that started at ``server_start``."""
         with self.lock:
             for number in numbers:
                 if number in self.entries:
-                    self.entries[number].commit = (position, server_start)
+                    self.entries[number].commit = (None, server_start)
 
     def failed(self, number: int, *, lasting: bool = False) -> None:
         """This settlement could not be written: try it again after a pause that grows.
@@ -219,9 +234,12 @@ class Journal:
                 entry.retry_at = 0.0
         return [(number, dataclasses.replace(entry.settle, replayed=True)) for number, entry in due]
 
-    def on_disk(self, flushed: int, server_start: str) -> list[tuple[int, Settle]]:
-        """Forget the settlements PostgreSQL has flushed; those committed on an earlier run of
-        the server (it restarted since: they may be lost) are returned, to be made again."""
+    def on_disk(self, inserted: int, flushed: int, server_start: str) -> list[tuple[int, Settle]]:
+        """Given the server's WAL positions now (``inserted``: written so far, past every commit
+        made before; ``flushed``: on disk) and its run: forget the settlements it has flushed,
+        and return those committed on an earlier run (it restarted since: they may be lost), to
+        be made again. A settlement committed since the last check is given ``inserted`` as the
+        position to wait for."""
         again = []
         with self.lock:
             for number, entry in list(self.entries.items()):
@@ -231,7 +249,11 @@ class Journal:
                 if started != server_start:
                     entry.commit = None
                     again.append((number, dataclasses.replace(entry.settle, replayed=True)))
-                elif position <= flushed:
+                    continue
+                if position is None:
+                    position = inserted
+                    entry.commit = (position, started)
+                if position <= flushed:
                     del self.entries[number]
             self._drop_finished_segments()
         return again

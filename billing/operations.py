@@ -78,6 +78,10 @@ class Reserve:
     less is there: as much as the balance and the allowance both cover, if that is at least
     ``minimum`` (the call then asks the upstream for less output). Outcome: ``HeldQuota``
     (its ``amount`` says what was taken), or ``InsufficientQuota`` naming the limit.
+
+    ``spare``: what the balance (and a limited key's allowance) must still hold after this
+    hold, or it is refused: a hold placed ahead of a call that may never come
+    (relay.ready_holds) must not leave the user's other calls short.
     """
 
     user_id: int
@@ -85,6 +89,7 @@ class Reserve:
     unlimited_key: bool
     amount: int
     minimum: int | None = None
+    spare: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

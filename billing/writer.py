@@ -54,6 +54,10 @@ Queued: TypeAlias = tuple[
 # How often, at most, PostgreSQL is asked how far its disk has caught up, while settlements
 # wait on it.
 DISK_CHECK_SECONDS = 0.2
+# The writer keeps its connection while calls keep coming, and hands it back to the pool once
+# it has had nothing to do for this long: taking it from the pool for every batch (the pool's
+# health check is a round trip) cost each call at one connection more than its own SQL.
+IDLE_SECONDS = 1.0
 
 # What says the database is away rather than that an operation is wrong: Django's wrappers,
 # and psycopg's own (billing.batch uses the connection directly).
@@ -63,6 +67,11 @@ _queue: "queue.SimpleQueue[Queued]" = queue.SimpleQueue()
 # Releases the database was away for, by hold id: (the release, failures so far, when to try it
 # again, on the monotonic clock). Only the writer's thread touches it.
 _releases_due: dict[int, tuple[Release, int, float]] = {}
+# The writer's connection (psycopg's, held so that its id is never another's) and the server run
+# it is on: a connection never outlives its server's run, so this is read once per connection.
+_server_run: tuple[object, str] | None = None
+# Whether the writer holds a database connection now (read by let_go, from another thread).
+_connected = False
 _thread: threading.Thread | None = None
 _started = threading.Lock()
 
@@ -110,6 +119,18 @@ def forget() -> None:
     _releases_due.clear()
 
 
+def let_go(timeout: float = 5.0) -> bool:
+    """Wait until the writer has handed its connection back (it does once idle for
+    ``IDLE_SECONDS``); whether it has. For whatever must be alone with the database, such as
+    the test suite's last step, which drops its database."""
+    deadline = time.monotonic() + timeout
+    while _connected and _thread is not None and _thread.is_alive():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _start() -> None:
     global _thread
     with _started:
@@ -122,10 +143,12 @@ def _work() -> None:
     if journaling():
         _queue_again(journal.journal().adopt_orphans())
     last_check = 0.0
+    last_batch = time.monotonic()
     while True:
         waiting = _journal_waiting() or bool(_releases_due)
+        timeout = DISK_CHECK_SECONDS if waiting else IDLE_SECONDS if _connected else None
         try:
-            first = _queue.get(timeout=DISK_CHECK_SECONDS if waiting else None)
+            first = _queue.get(timeout=timeout)
         except queue.Empty:
             first = None
         if first is not None:
@@ -135,15 +158,17 @@ def _work() -> None:
                     batch.append(_queue.get_nowait())
                 except queue.Empty:
                     break
-            outcomes = _apply(batch)
+            outcomes, runs = _apply(batch)
             _answer(batch, outcomes)
-            _journal_outcomes(batch, outcomes)
+            _journal_outcomes(batch, outcomes, runs)
             _retry_releases(batch, outcomes)
+            last_batch = time.monotonic()
         _queue_due_releases()
         if _journal_waiting() and time.monotonic() - last_check >= DISK_CHECK_SECONDS:
             last_check = time.monotonic()
             _check_disk()
-        if _queue.empty():
+        idle = time.monotonic() - last_batch >= IDLE_SECONDS
+        if idle and _connected and not (_journal_waiting() or _releases_due) and _queue.empty():
             _reset_connection()  # idle: hand the connection back to the pool
 
 
@@ -156,28 +181,22 @@ def _queue_again(settlements: list[tuple[int, Settle]]) -> None:
         _queue.put((settle, None, None, number))
 
 
-def _journal_outcomes(batch: list[Queued], outcomes: list[Outcome | Exception]) -> None:
-    """Tell the journal which settlements committed (and where PostgreSQL's WAL was just after
-    the commit), and which failed, to be tried again."""
-    committed = []
-    for (_, _, _, number), outcome in zip(batch, outcomes, strict=True):
+def _journal_outcomes(
+    batch: list[Queued], outcomes: list[Outcome | Exception], runs: list[str | None]
+) -> None:
+    """Tell the journal which settlements committed (and on which run of the server), and
+    which failed, to be tried again."""
+    committed: dict[str, list[int]] = {}
+    for (_, _, _, number), outcome, run in zip(batch, outcomes, runs, strict=True):
         if number is None:
             continue
-        if isinstance(outcome, Exception):
+        if isinstance(outcome, Exception) or run is None:
             lasting = not isinstance(outcome, UNREACHABLE)
             journal.journal().failed(number, lasting=lasting)
         else:
-            committed.append(number)
-    if not committed:
-        return
-    try:
-        position, server_start = _wal_position("pg_current_wal_insert_lsn")
-    except DatabaseError:
-        _reset_connection()
-        for number in committed:  # committed, but where on disk is unknown: make them again
-            journal.journal().failed(number)
-        return
-    journal.journal().committed(committed, position, server_start)
+            committed.setdefault(run, []).append(number)
+    for run, numbers in committed.items():
+        journal.journal().committed(numbers, run)
 
 
 def _retry_releases(batch: list[Queued], outcomes: list[Outcome | Exception]) -> None:
@@ -205,25 +224,41 @@ def _queue_due_releases() -> None:
 def _check_disk() -> None:
     """Forget the settlements PostgreSQL has on disk, make again those a restart may have
     lost, and queue the failed ones whose pause is over."""
+    global _connected
     book = journal.journal()
     if book.waiting_on_disk():
+        _connected = True
         try:
-            flushed, server_start = _wal_position("pg_current_wal_flush_lsn")
-        except DatabaseError:
+            connection.ensure_connection()
+            with connection.connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text,"
+                    " pg_postmaster_start_time()::text"
+                )
+                inserted, flushed, server_start = cast(tuple[str, str, str], cursor.fetchone())
+        except (DatabaseError, *UNREACHABLE):
             _reset_connection()
         else:
-            _queue_again(book.on_disk(flushed, server_start))
+            _queue_again(book.on_disk(_lsn(inserted), _lsn(flushed), server_start))
     _queue_again(book.due())
 
 
-def _wal_position(function: str) -> tuple[int, str]:
-    """A WAL position of the server (``function``: insert or flush) and when it started."""
+def _lsn(text: str) -> int:
+    high, low = text.split("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def _server_start() -> str:
+    """When the server the writer's connection is on started (read once per connection)."""
+    global _server_run
     connection.ensure_connection()
-    with connection.connection.cursor() as cursor:
-        cursor.execute(f"SELECT {function}()::text, pg_postmaster_start_time()::text")
-        row = cast(tuple[str, str], cursor.fetchone())
-    high, low = row[0].split("/")
-    return (int(high, 16) << 32) | int(low, 16), row[1]
+    raw = connection.connection
+    if _server_run is None or _server_run[0] is not raw:
+        with raw.cursor() as cursor:
+            cursor.execute("SELECT pg_postmaster_start_time()::text")
+            (started,) = cast(tuple[str], cursor.fetchone())
+        _server_run = (raw, started)
+    return _server_run[1]
 
 
 def _answer(batch: list[Queued], outcomes: list[Outcome | Exception]) -> None:
@@ -237,11 +272,17 @@ def _answer(batch: list[Queued], outcomes: list[Outcome | Exception]) -> None:
             pass
 
 
-def _apply(batch: list[Queued]) -> list[Outcome | Exception]:
+def _apply(batch: list[Queued]) -> tuple[list[Outcome | Exception], list[str | None]]:
+    """Each operation's outcome, and the server run each committed on (None on SQLite, or
+    for one that did not commit)."""
+    global _connected
     operations = [operation for operation, _, _, _ in batch]
     durable = not journaling()
+    _connected = True
     try:
-        return list(apply_batch(operations, durable=durable))
+        run = None if durable else _server_start()
+        outcomes: list[Outcome | Exception] = list(apply_batch(operations, durable=durable))
+        return outcomes, [run] * len(outcomes)
     except UNREACHABLE as problem:
         _reset_connection()
         if _lost_a_race(problem):
@@ -249,24 +290,30 @@ def _apply(batch: list[Queued]) -> list[Outcome | Exception]:
             return _one_by_one(operations, durable)
         # The database is away: every operation would fail the same way, one by one.
         logger.warning("ledger batch of %d failed, database unreachable: %s", len(batch), problem)
-        return [problem] * len(batch)
+        return [problem] * len(batch), [None] * len(batch)
     except Exception:
         logger.warning("ledger batch of %d failed; retrying one by one", len(batch), exc_info=True)
         _reset_connection()
     return _one_by_one(operations, durable)
 
 
-def _one_by_one(operations: list[Operation], durable: bool) -> list[Outcome | Exception]:
+def _one_by_one(
+    operations: list[Operation], durable: bool
+) -> tuple[list[Outcome | Exception], list[str | None]]:
     outcomes: list[Outcome | Exception] = []
+    runs: list[str | None] = []
     for operation in operations:
         try:
+            run = None if durable else _server_start()
             [outcome] = apply_batch([operation], durable=durable)
         except Exception as problem:  # noqa: BLE001 - handed to the caller
             _reset_connection()
             outcomes.append(problem)
+            runs.append(None)
         else:
             outcomes.append(outcome)
-    return outcomes
+            runs.append(run)
+    return outcomes, runs
 
 
 def _lost_a_race(problem: BaseException) -> bool:
@@ -277,8 +324,10 @@ def _lost_a_race(problem: BaseException) -> bool:
 
 
 def _reset_connection() -> None:
+    global _connected
     with contextlib.suppress(Exception):  # a broken connection is dropped either way
         connection.close()
+    _connected = False
 
 
 def _deliver(future: "asyncio.Future[Any]", outcome: Outcome | Exception) -> None:

@@ -8,12 +8,21 @@ amount taken from the balance and the key's allowance, settled exactly once or r
 to cover the key's last call in full. A call that finds a ready hold covering the most it can
 cost takes it and goes upstream at once; any other call places its own hold as before.
 
+Only a key in steady use gets them: a key's first call after an idle spell places none, the
+next one (within ``RELAY_READY_HOLD_IDLE_SECONDS``) does. A key called less often than that
+would otherwise place holds for every call only to give them back unused, which costs the
+writer more than it saves (bench/README.md).
+
 Nothing about the money changes: a ready hold is placed under the same rules as any hold (no
 hold once the balance is at or below zero; the balance and the allowance cover it in full), a
 call uses only a hold that covers its own most, and is settled or released through its hold
-exactly as before. What a person sees: while a key is in use, its balance shows up to
-``RELAY_READY_HOLDS`` calls' worth set aside, given back ``RELAY_READY_HOLD_IDLE_SECONDS``
-after the key's last call (or when the process stops; if it dies, when the holds expire).
+exactly as before. A ready hold is placed only while the balance (and a limited key's
+allowance) would still cover ``SPARE_CALLS`` more such calls after it, so that holds set
+aside for calls that may never come cannot leave the user's other keys short; once one is
+refused for that, the key places its own holds until it goes idle. What a person sees: while
+a key is in use, its balance shows up to ``RELAY_READY_HOLDS`` calls' worth set aside, given
+back ``RELAY_READY_HOLD_IDLE_SECONDS`` after the key's last call (or when the process stops; if
+it dies, when the holds expire).
 """
 
 import asyncio
@@ -30,6 +39,10 @@ from billing.operations import HeldQuota, Release, Reserve
 MAX_AGE_SECONDS = 60.0
 # Ready holds in all, per process: keys beyond this place their holds as they come.
 MAX_READY = 1000
+# Keys followed at once, per process (each a few numbers): keys beyond this get no ready holds.
+MAX_KEYS = 10_000
+# A ready hold is placed only if the balance would still cover this many calls like it after.
+SPARE_CALLS = 8
 
 Scope = tuple[int, int, bool]  # user id, key id, whether the key is unlimited
 
@@ -40,6 +53,7 @@ class _Pool:
     placing: int = 0
     amount: int = 0  # what the next ready hold is sized to (the key's last call)
     used: float = 0.0  # monotonic time of the key's last call
+    short: bool = False  # a ready hold was refused (balance short): none until the key idles
 
 
 _pools: dict[Scope, _Pool] = {}
@@ -78,10 +92,17 @@ def refill(reserve: Reserve) -> None:
     if wanted <= 0:
         return
     scope = _scope(reserve)
-    pool = _pools.setdefault(scope, _Pool())
+    pool = _pools.get(scope)
+    if pool is None:  # the key's first call since it was idle: remember it, place nothing yet
+        if len(_pools) < MAX_KEYS:
+            _pools[scope] = _Pool(amount=max(reserve.amount, 1), used=time.monotonic())
+            _watch()
+        return
     pool.used = time.monotonic()
     pool.amount = max(reserve.amount, 1)
-    while len(pool.ready) + pool.placing < wanted and _outstanding[0] < MAX_READY:
+    while (
+        not pool.short and len(pool.ready) + pool.placing < wanted and _outstanding[0] < MAX_READY
+    ):
         pool.placing += 1
         _outstanding[0] += 1
         ahead = Reserve(
@@ -89,6 +110,7 @@ def refill(reserve: Reserve) -> None:
             api_key_id=reserve.api_key_id,
             unlimited_key=reserve.unlimited_key,
             amount=pool.amount,
+            spare=pool.amount * SPARE_CALLS,
         )
         writer.submit(ahead).add_done_callback(lambda placing: _placed(scope, placing))
     _watch()
@@ -101,7 +123,9 @@ def _placed(scope: Scope, placing: "asyncio.Future") -> None:
         pool.placing -= 1
     if not isinstance(outcome, HeldQuota):
         _outstanding[0] -= 1
-        return  # refused (short of credit) or failed: the next call places its own
+        if pool is not None:
+            pool.short = True  # refused (short of credit) or failed: calls place their own
+        return
     if pool is None or settings.RELAY_READY_HOLDS <= 0:
         _outstanding[0] -= 1
         writer.submit(Release(outcome))

@@ -192,6 +192,16 @@ def no_ready_holds(settings):
     settings.RELAY_READY_HOLDS = 0
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's test database, which it drops at the end: by then the ledger writer
+    must have handed its connection back (it keeps it while calls keep coming)."""
+    yield
+    from billing import writer
+
+    writer.let_go(timeout=writer.IDLE_SECONDS + 5)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def no_journal_of_earlier_runs():
     """Settlements an earlier test run left in its journal belong to databases long gone."""

@@ -5,6 +5,8 @@ Each ready hold is a normal hold: placed under the same rules, used by one call 
 in full, settled once; the unused ones are given back when the key goes idle.
 """
 
+import time
+
 import pytest
 
 from billing.models import Hold, UsageLog
@@ -31,19 +33,23 @@ def test_the_next_call_uses_a_hold_placed_ahead_and_costs_what_it_would_have(
 ):
     client = make_openai(alice_key)
     client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=20)
+    settled_usage(1)
+    assert not open_holds()  # a key's first call places nothing ahead
+
+    client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=20)
     ahead = eventually(lambda: len(open_holds()) == 2 and open_holds())
-    assert ahead, "two holds are placed ahead for the key's next calls"
+    assert ahead, "in steady use, two holds are placed ahead for the key's next calls"
 
     client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=20)
 
-    first, second = settled_usage(2)
-    assert second.hold_id in ahead  # it went upstream on a hold placed before it arrived
-    for row in (first, second):
+    rows = settled_usage(3)
+    assert rows[2].hold_id in ahead  # it went upstream on a hold placed before it arrived
+    for row in rows:
         assert row.quota == expected_charge("gpt-4o", input=row.input_tokens, output=3)
-    # Idle: what was set aside comes back, and the balance is the credit less the two charges.
+    # Idle: what was set aside comes back, and the balance is the credit less the charges.
     assert eventually(lambda: not open_holds(), timeout=10)
     alice.refresh_from_db()
-    assert alice.quota == ALICE_CREDIT - first.quota - second.quota
+    assert alice.quota == ALICE_CREDIT - sum(row.quota for row in rows)
     books_balance()
 
 
@@ -51,7 +57,8 @@ def test_a_call_a_ready_hold_does_not_cover_places_its_own(
     alice, alice_key, openai_channel, make_openai, ready_holds_on, books_balance
 ):
     client = make_openai(alice_key)
-    client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=20)
+    for _ in range(2):
+        client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=20)
     ahead = eventually(lambda: len(open_holds()) == 2 and open_holds())
     assert ahead
 
@@ -66,17 +73,55 @@ def test_a_call_a_ready_hold_does_not_cover_places_its_own(
     books_balance()
 
 
-def test_no_hold_is_placed_ahead_that_the_balance_cannot_cover(
+def test_a_key_called_less_often_than_holds_are_kept_places_none_ahead(
+    alice, alice_key, openai_channel, make_openai, ready_holds_on, settings, books_balance
+):
+    settings.RELAY_READY_HOLD_IDLE_SECONDS = 0.2
+    client = make_openai(alice_key)
+    for count in (1, 2, 3):
+        client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=20)
+        settled_usage(count)
+        time.sleep(1.5)  # past the idle spell: each call is the key's first again
+
+    assert Hold.objects.count() == 3  # the calls' own holds, nothing placed and given back
+    books_balance()
+
+
+def test_no_hold_is_placed_ahead_unless_the_balance_covers_several_more_calls(
     alice, alice_key, openai_channel, make_openai, ready_holds_on, books_balance
 ):
     from billing import services
 
     one_call = expected_charge("gpt-4o", input=20, output=20)
-    services.grant(user=alice, amount=one_call + 10 - alice.quota)  # about one call's worth
-    make_openai(alice_key).chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=20)
+    # Enough for the calls themselves, not for holds set aside beside them.
+    services.grant(user=alice, amount=one_call * 6 - alice.quota)
+    client = make_openai(alice_key)
+    for count in (1, 2, 3):
+        client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=20)
+        settled_usage(count)
 
-    settled_usage(1)
-    assert not open_holds()  # the balance left could not cover another call in full
+    assert Hold.objects.count() == 3  # no hold ahead: it would leave less than 8 calls' worth
+    assert not open_holds()
     alice.refresh_from_db()
     assert alice.quota >= 0
+    books_balance()
+
+
+def test_the_balance_left_for_other_keys_is_kept_when_holds_are_placed_ahead(
+    alice, alice_key, openai_channel, make_openai, ready_holds_on, books_balance
+):
+    from billing import services
+    from relay.ready_holds import SPARE_CALLS
+
+    one_call = expected_charge("gpt-4o", input=20, output=20)
+    services.grant(user=alice, amount=one_call * 40 - alice.quota)
+    client = make_openai(alice_key)
+    for _ in range(2):
+        client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=20)
+    assert eventually(lambda: len(open_holds()) == 2)
+
+    alice.refresh_from_db()
+    held = sum(Hold.objects.filter(status=Hold.Status.OPEN).values_list("amount", flat=True))
+    assert alice.quota >= SPARE_CALLS * held // 2  # several calls' worth still free
+    assert eventually(lambda: not open_holds(), timeout=10)
     books_balance()

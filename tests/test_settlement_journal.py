@@ -112,18 +112,16 @@ def test_after_a_postgresql_restart_unflushed_settlements_are_made_again_once(
     alice, alice_key, monkeypatch, books_balance
 ):
     hold = placed_hold(alice)
-    real = writer._wal_position
+    on_disk = journal.Journal.on_disk
     checks = []
 
-    def restarted_since(function):
-        position, started = real(function)
-        if function == "pg_current_wal_flush_lsn":
-            checks.append(started)
-            if len(checks) == 1:  # the first check sees another run of the server
-                return position, "restarted"
-        return position, started
+    def restarted_since(book, inserted, flushed, server_start):
+        checks.append(server_start)
+        if len(checks) == 1:  # the first check sees another run of the server
+            server_start = "restarted"
+        return on_disk(book, inserted, flushed, server_start)
 
-    monkeypatch.setattr(writer, "_wal_position", restarted_since)
+    monkeypatch.setattr(journal.Journal, "on_disk", restarted_since)
     made_again = []
     queue_again = writer._queue_again
     monkeypatch.setattr(
@@ -139,6 +137,34 @@ def test_after_a_postgresql_restart_unflushed_settlements_are_made_again_once(
     alice.refresh_from_db()
     assert alice.quota == ALICE_CREDIT - cost()  # charged once
     books_balance()
+
+
+def test_a_settlement_stays_journaled_until_the_disk_has_passed_its_commit():
+    hold = HeldQuota(
+        id=7, user_id=3, api_key_id=None, amount=900, key_amount=0, expires_at=timezone.now()
+    )
+    book = journal.Journal(journal.journal_folder() / "unit")
+    try:
+        number = book.record(settlement(hold))
+        book.committed([number], "run 1")
+
+        # The first check after the commit learns where the WAL was (past the commit)...
+        assert book.on_disk(inserted=500, flushed=400, server_start="run 1") == []
+        assert number in book.entries
+        # ...and a later one, with the disk beyond that, lets it go.
+        assert book.on_disk(inserted=900, flushed=499, server_start="run 1") == []
+        assert number in book.entries
+        assert book.on_disk(inserted=900, flushed=500, server_start="run 1") == []
+        assert number not in book.entries
+
+        again = book.record(settlement(hold))
+        book.committed([again], "run 1")
+        made_again = book.on_disk(inserted=1000, flushed=1000, server_start="run 2")
+        assert [n for n, _ in made_again] == [again]  # committed on an earlier run: made again
+        assert made_again[0][1].replayed
+    finally:
+        for descriptor in book.segments.values():
+            os.close(descriptor)
 
 
 def test_a_dead_processs_journal_is_made_again_by_the_next(alice, alice_key, books_balance):
