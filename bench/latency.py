@@ -2,11 +2,12 @@
 """What Sluice adds to one call at one connection: a short, focused run of bench/run.py's
 1-connection measurement (no LiteLLM, no 32-connection runs).
 
-    .venv/bin/python bench/latency.py [--rounds 5] [--seconds 4] [--workers 1]
+    .venv/bin/python bench/latency.py [--rounds 5] [--seconds 4] [--workers 1] [--keys 20]
 
 Starts the nginx mock upstream and Sluice in production mode (PostgreSQL database
 ``sluice_bench_latency``, Redis database 13, both reset), then, round after round, runs wrk
-with one connection against the upstream directly and through Sluice (20 keys of one user),
+with one connection against the upstream directly and through Sluice (``--keys`` keys of one
+user, taken in turn: bench/run.py's 1-connection runs use 200),
 for plain and streamed chat calls. Prints each round's p50 and the median added p50.
 """
 
@@ -27,11 +28,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--keys", type=int, default=20)
     options = parser.parse_args()
     setup = argparse.Namespace(
         database_url="postgresql://postgres@127.0.0.1:5432/sluice_bench_latency",
         redis_url="redis://127.0.0.1:6379/13",
-        keys=20,
+        keys=options.keys,
     )
     workdir = Path(tempfile.mkdtemp(prefix="sluice-latency-"))
     logs = workdir / "logs"

@@ -349,7 +349,8 @@ RELAY_POOL_WAIT_SECONDS = float(env("RELAY_POOL_WAIT_SECONDS", "2"))
 RELAY_MAX_CALLS_IN_FLIGHT = int(env("RELAY_MAX_CALLS_IN_FLIGHT", "2000"))
 RELAY_MAX_CALLS_PER_KEY = int(env("RELAY_MAX_CALLS_PER_KEY", "0"))
 # Holds placed ahead for a key's next calls (relay.ready_holds), so a call does not wait for its
-# hold's transaction; given back RELAY_READY_HOLD_IDLE_SECONDS after the key's last call. On by
+# hold's transaction: placed for a key called again within half of
+# RELAY_READY_HOLD_IDLE_SECONDS, given back that long after the key's last call. On by
 # default with PostgreSQL (where a hold's transaction is most of the relay's added latency).
 RELAY_READY_HOLDS = int(
     env(
@@ -357,7 +358,7 @@ RELAY_READY_HOLDS = int(
         "2" if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" else "0",
     )
 )
-RELAY_READY_HOLD_IDLE_SECONDS = float(env("RELAY_READY_HOLD_IDLE_SECONDS", "2"))
+RELAY_READY_HOLD_IDLE_SECONDS = float(env("RELAY_READY_HOLD_IDLE_SECONDS", "10"))
 # Entries kept in each process's memo of keys, prices and the like (least recently used go).
 RELAY_LOCAL_CACHE_ENTRIES = int(env("RELAY_LOCAL_CACHE_ENTRIES", "10000"))
 # When a call names no output limit, or one its balance cannot cover, send the upstream the

@@ -8,10 +8,13 @@ amount taken from the balance and the key's allowance, settled exactly once or r
 to cover the key's last call in full. A call that finds a ready hold covering the most it can
 cost takes it and goes upstream at once; any other call places its own hold as before.
 
-Only a key in steady use gets them: a key's first call after an idle spell places none, the
-next one (within ``RELAY_READY_HOLD_IDLE_SECONDS``) does. A key called less often than that
-would otherwise place holds for every call only to give them back unused, which costs the
-writer more than it saves (bench/README.md).
+Only a key in steady use gets them: a call places holds ahead only if the key's previous call
+came less than half of ``RELAY_READY_HOLD_IDLE_SECONDS`` before it, and they are given back
+only once the key has been idle for all of it. A key called less often places its own holds as
+they come; without that margin, a key called about as often as holds are given back would
+place holds for every call only to give them back unused, which costs the writer more than it
+saves (bench/README.md). Ready holds are sized to the largest of the key's calls since it was
+idle; smaller ones are given back when a larger call comes.
 
 Nothing about the money changes: a ready hold is placed under the same rules as any hold (no
 hold once the balance is at or below zero; the balance and the allowance cover it in full), a
@@ -98,8 +101,14 @@ def refill(reserve: Reserve) -> None:
             _pools[scope] = _Pool(amount=max(reserve.amount, 1), used=time.monotonic())
             _watch()
         return
-    pool.used = time.monotonic()
-    pool.amount = max(reserve.amount, 1)
+    now = time.monotonic()
+    steady = now - pool.used < settings.RELAY_READY_HOLD_IDLE_SECONDS / 2
+    pool.used = now
+    if reserve.amount > pool.amount:  # the key's calls grew: the smaller holds will not do
+        pool.amount = reserve.amount
+        _give_back_smaller(pool)
+    if not steady:
+        return  # called, but not often enough to gain from holds placed ahead
     while (
         not pool.short and len(pool.ready) + pool.placing < wanted and _outstanding[0] < MAX_READY
     ):
@@ -114,6 +123,17 @@ def refill(reserve: Reserve) -> None:
         )
         writer.submit(ahead).add_done_callback(lambda placing: _placed(scope, placing))
     _watch()
+
+
+def _give_back_smaller(pool: _Pool) -> None:
+    keep = []
+    for hold, placed in pool.ready:
+        if hold.amount >= pool.amount:
+            keep.append((hold, placed))
+            continue
+        _outstanding[0] -= 1
+        writer.submit(Release(hold))
+    pool.ready = keep
 
 
 def _placed(scope: Scope, placing: "asyncio.Future") -> None:

@@ -21,7 +21,7 @@ HELLO = [{"role": "user", "content": "Say hello"}]
 @pytest.fixture
 def ready_holds_on(settings):
     settings.RELAY_READY_HOLDS = 2
-    settings.RELAY_READY_HOLD_IDLE_SECONDS = 0.5
+    settings.RELAY_READY_HOLD_IDLE_SECONDS = 2  # a key called again within 1 s is in steady use
 
 
 def open_holds() -> set[int]:
@@ -69,6 +69,15 @@ def test_a_call_a_ready_hold_does_not_cover_places_its_own(
     own = Hold.objects.get(id=bigger.hold_id).amount
     assert own >= expected_charge("gpt-4o", output=2000)
     assert own > max(Hold.objects.filter(id__in=ahead).values_list("amount", flat=True))
+    # The smaller holds would not cover the key's calls now: given back at once, not when the
+    # key goes idle, and the ones placed next cover the larger call.
+    released = Hold.Status.RELEASED
+    assert eventually(
+        lambda: set(Hold.objects.filter(status=released).values_list("id", flat=True)) == ahead,
+        timeout=1.5,
+    )
+    assert eventually(lambda: len(open_holds()) == 2)
+    assert min(Hold.objects.filter(id__in=open_holds()).values_list("amount", flat=True)) >= own
     assert eventually(lambda: not open_holds(), timeout=10)
     books_balance()
 
