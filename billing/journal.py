@@ -33,7 +33,6 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
-import functools
 import json
 import logging
 import os
@@ -84,12 +83,17 @@ def _decode(value: dict):
     return value
 
 
-@functools.cache
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _field_names(kind: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(kind))
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(kind))
+    return names
 
 
-def _flat(value) -> dict:
+def _flat(value: Any) -> dict:
     """A dataclass's fields by name, one level deep: what is in them is already JSON's (with
     Decimals and datetimes, which ``_encode`` spells), so nothing is copied (dataclasses.asdict
     deep-copies every value, which cost more than the rest of a settlement's line)."""
