@@ -8,7 +8,7 @@ Starts the nginx mock upstream and Sluice in production mode (PostgreSQL databas
 ``sluice_bench_latency``, Redis database 13, both reset), then, round after round, runs wrk
 with one connection against the upstream directly and through Sluice (``--keys`` keys of one
 user, taken in turn: bench/run.py's 1-connection runs use 200),
-for plain and streamed chat calls. Prints each round's p50 and the median added p50.
+for plain and streamed chat calls. Prints each round's p50 and p99 and the median added p50.
 """
 
 import argparse
@@ -50,6 +50,7 @@ def main() -> None:
             bodies[mode] = workdir / f"body-{mode}.json"
             bodies[mode].write_bytes(request_body(mode))
         p50s: dict[tuple[str, str], list[float]] = {}
+        p99s: dict[tuple[str, str], list[float]] = {}
         for round_ in range(-1, options.rounds):  # round -1 warms up and is not counted
             for target in (upstream_target, sluice_target):
                 for mode in MODELS:
@@ -61,16 +62,17 @@ def main() -> None:
                         seconds=options.seconds if round_ >= 0 else 2,
                     )
                     if round_ >= 0:
-                        p50s.setdefault((target.name, mode), []).append(
-                            result["latency_us"]["p50"] / 1000
-                        )
+                        latency = result["latency_us"]
+                        p50s.setdefault((target.name, mode), []).append(latency["p50"] / 1000)
+                        p99s.setdefault((target.name, mode), []).append(latency["p99"] / 1000)
         for mode in MODELS:
             upstream_p50 = statistics.median(p50s[("upstream", mode)])
             rounds = p50s[("sluice", mode)]
             added = statistics.median(rounds) - upstream_p50
             log(
                 f"{mode}: upstream p50 {upstream_p50:.3f} ms, Sluice p50 by round "
-                f"{[round(p, 2) for p in rounds]} ms, added p50 (median) {added:.2f} ms"
+                f"{[round(p, 2) for p in rounds]} ms, added p50 (median) {added:.2f} ms; "
+                f"Sluice p99 by round {[round(p, 1) for p in p99s[('sluice', mode)]]} ms"
             )
     finally:
         procs.stop_all()

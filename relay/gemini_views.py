@@ -4,14 +4,14 @@ locally and free. ``generateContent`` and ``streamGenerateContent`` are relayed 
 other operation (relay.views, relay.proxy).
 """
 
-from billing.pricing import price_for, priced_models
+from billing.pricing import price_for
 from relay import database, errors, tokens, validation
 from relay.auth import KeyInfo, authenticate
 from relay.errors import RelayError
 from relay.formats import client_request, gemini
 from relay.operations import COUNT_TOKENS, GEMINI_ROOT, OPERATIONS
 from relay.responses import Request, Response
-from relay.routing import enabled_channels
+from relay.routing import usable_models
 
 MODELS_PATH = f"{GEMINI_ROOT}/models"
 
@@ -19,15 +19,8 @@ MODELS_PATH = f"{GEMINI_ROOT}/models"
 def _usable(key: KeyInfo) -> dict[str, int]:
     """The models the key may call (offered to its group, priced, on its allow-list), with
     each one's largest output."""
-    offered = {
-        model
-        for channel in enabled_channels()
-        if key.group in channel.groups
-        for model in channel.served_models
-        if key.allows_model(model)
-    }
     usable = {}
-    for model in sorted(priced_models(offered)):
+    for model in sorted(usable_models(key)):
         price = price_for(model)
         usable[model] = price.max_output_tokens if price is not None else 0
     return usable

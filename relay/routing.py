@@ -9,6 +9,7 @@ import random
 from dataclasses import dataclass, field
 from typing import cast
 
+from billing.pricing import priced_models
 from config import cache
 from relay.models import Channel
 
@@ -102,3 +103,17 @@ def routing_order(channels: list[ChannelInfo]) -> list[ChannelInfo]:
             pool.remove(chosen)
             order.append(chosen)
     return order
+
+
+def usable_models(key) -> set[str]:
+    """The models ``key`` may call: served by an enabled channel offered to its group, on its
+    allow-list, and priced (sync: it may read the database). The model lists of /v1/models and
+    Gemini's /v1beta/models both come from here."""
+    offered = {
+        model
+        for channel in enabled_channels()
+        if key.group in channel.groups
+        for model in channel.served_models
+        if key.allows_model(model)
+    }
+    return priced_models(offered)

@@ -12,7 +12,6 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Protocol, cast
 
-from billing.pricing import priced_models
 from relay import (
     admission,
     dashboard_billing,
@@ -36,7 +35,7 @@ from relay.operations import (
     operation_at,
 )
 from relay.responses import Request, Response, StreamingResponse
-from relay.routing import enabled_channels
+from relay.routing import usable_models
 
 
 class View(Protocol):
@@ -101,7 +100,7 @@ async def models(request):
         key, _ = await authenticate(request)
     except RelayError as error:
         return errors.render(error, api=api)
-    priced = sorted(await database.run(_usable_models, key))
+    priced = sorted(await database.run(usable_models, key))
     if api == errors.ANTHROPIC:
         data = [_anthropic_model(model) for model in priced]
         return Response.json(
@@ -127,17 +126,6 @@ def _anthropic_model(model: str) -> dict:
     return {"type": "model", "id": model, "display_name": model, "created_at": created}
 
 
-def _usable_models(key) -> set[str]:
-    offered = {
-        model
-        for channel in enabled_channels()
-        if key.group in channel.groups
-        for model in channel.served_models
-        if key.allows_model(model)
-    }
-    return priced_models(offered)
-
-
 MODELS_PREFIX = "/v1/models/"
 
 
@@ -150,7 +138,7 @@ async def one_model(request):
     name = request.path.rstrip("/")[len(MODELS_PREFIX) :]
     try:
         key, _ = await authenticate(request)
-        if not name or name not in await database.run(_usable_models, key):
+        if not name or name not in await database.run(usable_models, key):
             raise RelayError(
                 404,
                 f"The model '{name[:200]}' does not exist or you do not have access to it.",
@@ -184,7 +172,7 @@ async def count_message_tokens(request):
         key = request.key
         if key is None:
             key, _ = await authenticate(request)
-        if not key.allows_model(model) or model not in await database.run(_usable_models, key):
+        if not key.allows_model(model) or model not in await database.run(usable_models, key):
             raise RelayError(404, f"model: {model[:200]}", code="model_not_found", retry=False)
     except RelayError as error:
         return errors.render(error, api=api)
