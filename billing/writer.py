@@ -236,10 +236,12 @@ def _check_disk() -> None:
                     " pg_postmaster_start_time()::text"
                 )
                 inserted, flushed, server_start = cast(tuple[str, str, str], cursor.fetchone())
-        except (DatabaseError, *UNREACHABLE):
-            _reset_connection()
-        else:
             _queue_again(book.on_disk(_lsn(inserted), _lsn(flushed), server_start))
+        except (DatabaseError, *UNREACHABLE):  # away: checked again in a moment
+            _reset_connection()
+        except Exception:  # no one check may end the writer's thread: it is tried again
+            logger.warning("checking PostgreSQL's flushed position failed", exc_info=True)
+            _reset_connection()
     _queue_again(book.due())
 
 

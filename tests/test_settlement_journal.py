@@ -139,6 +139,29 @@ def test_after_a_postgresql_restart_unflushed_settlements_are_made_again_once(
     books_balance()
 
 
+def test_a_disk_check_that_fails_unexpectedly_does_not_end_the_writer(
+    alice, alice_key, monkeypatch, books_balance
+):
+    hold = placed_hold(alice)
+    on_disk = journal.Journal.on_disk
+    failures = []
+
+    def broken_once(book, *args):
+        if not failures:
+            failures.append(1)
+            raise RuntimeError("something unforeseen")
+        return on_disk(book, *args)
+
+    monkeypatch.setattr(journal.Journal, "on_disk", broken_once)
+
+    assert settle_through_the_writer(settlement(hold)) == cost()
+    assert journal_emptied()  # checked again after the failure, and let go
+
+    assert failures == [1]
+    assert writer._thread is not None and writer._thread.is_alive()
+    books_balance()
+
+
 def test_a_settlement_stays_journaled_until_the_disk_has_passed_its_commit():
     hold = HeldQuota(
         id=7, user_id=3, api_key_id=None, amount=900, key_amount=0, expires_at=timezone.now()
