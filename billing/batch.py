@@ -5,20 +5,21 @@ transaction; billing.writer batches the relay's calls this way, and the services
 billing.services run one alone.
 """
 
+import contextlib
 import ipaddress
+import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import cache
-from typing import Any, assert_never, cast
+from typing import Any, assert_never
 
 import psycopg
 from django.conf import settings
 from django.db import connection, models, transaction
 from django.utils import timezone
-from psycopg.types.json import Jsonb
 
 from billing.balances import KEY_TABLE, USER_TABLE
 from billing.models import Hold, UsageLog
@@ -303,9 +304,209 @@ def _outcomes(results: list[Outcome | HoldRow], ids: Iterable[int]) -> list[Outc
     ]
 
 
-def _changes(
-    books: _Books, now: Any, journal_values: Callable[[type[models.Model], dict], list]
-) -> list[tuple[str, list[list]]]:
+def _run_on_postgres(
+    operations: Sequence[Operation], locks: Locks, *, wait_for_disk: bool
+) -> list[Outcome]:
+    """Two round trips, whatever the batch holds: the transaction's start, the locked reads
+    and the new holds' ids in one query; then every write and the commit in another.
+
+    psycopg's work per statement and per parameter (and its pipeline mode's, which this
+    replaced) cost more CPU than PostgreSQL's own (bench/README.md), so each round trip is one
+    query of several statements, with no parameters: the reads carry only ids, written as
+    integers, and the writes carry one JSON document of every row, quoted by libpq
+    (``PQescapeLiteral``), which PostgreSQL unpacks into each table. Inside an open
+    transaction (a service called within ``transaction.atomic``) the batch is a savepoint.
+    """
+    connection.ensure_connection()
+    conn = connection.connection
+    now = timezone.now()
+    reserves = sum(1 for op in operations if isinstance(op, Reserve))
+    if conn.autocommit:
+        begin, commit, undo = "BEGIN", "COMMIT", "ROLLBACK"
+    else:
+        begin, commit = "SAVEPOINT sluice_batch", "RELEASE SAVEPOINT sluice_batch"
+        undo = "ROLLBACK TO SAVEPOINT sluice_batch"
+    statements = [begin]
+    if not wait_for_disk:
+        statements.append(COMMIT_WITHOUT_WAITING_FOR_DISK)
+    for table, column, ids in locks:
+        if ids:
+            statements.append(
+                f"SELECT id, {column} FROM {table} WHERE id IN ({_id_list(ids)})"
+                " ORDER BY id FOR UPDATE"
+            )
+    if reserves:
+        statements.append(
+            f"SELECT nextval(pg_get_serial_sequence('{HOLD_TABLE}', 'id'))"
+            f" FROM generate_series(1, {reserves})"
+        )
+    with psycopg.Cursor(conn) as cursor:
+        try:
+            cursor.execute("; ".join(statements))  # no parameters: one query, many statements
+            for _ in range(1 if wait_for_disk else 2):  # BEGIN, SET: nothing to read
+                cursor.nextset()
+            read: list[list[tuple]] = []
+            for _, _, ids in locks:
+                read.append(cursor.fetchall() if ids else [])
+                if ids:
+                    cursor.nextset()
+            new_ids = sorted(row[0] for row in cursor.fetchall()) if reserves else []
+            holds, users, keys = read
+            books = _Books(holds=holds, users=dict(users), keys=dict(keys), now=now)
+            results = _decide(operations, books)
+            for row, hold_id in zip(books.new_holds, new_ids, strict=False):
+                row["id"] = hold_id
+            writes = _writes(books, now, conn)
+            cursor.execute(f"{writes}; {commit}" if writes else commit)
+        except BaseException:
+            with contextlib.suppress(Exception):  # a broken connection is dropped by its owner
+                conn.execute(undo)
+            raise
+    return _outcomes(results, new_ids)
+
+
+# For a batch of reserves and nothing else: a crash can lose such a transaction, but only
+# whole, and losing holds together with their decrements leaves the books exact. And for the
+# ledger writer's batches when billing.journal keeps their settlements until the disk has
+# them (a lost settlement is then made again).
+COMMIT_WITHOUT_WAITING_FOR_DISK = "SET LOCAL synchronous_commit TO OFF"
+
+
+def _id_list(ids: Iterable[int]) -> str:
+    """Ids as SQL text: each made an int first, so nothing else can reach the query."""
+    return ", ".join(str(int(i)) for i in sorted(ids))
+
+
+def _writes(books: _Books, now: datetime, conn: psycopg.Connection) -> str:
+    """Every change of the batch as one statement ("" if none): a data-modifying CTE per table
+    it changes, reading its rows from one JSON document. Each row is changed at most once, as
+    such CTEs require, and each UPDATE also names its ids, so PostgreSQL finds the rows by
+    their index (it cannot tell how many rows a JSON array holds, and guessed a table scan)."""
+    document: dict[str, list] = {}
+    parts = []
+    if books.closed:
+        closed = sorted(books.closed.items())
+        document["closed"] = [
+            {
+                "id": i,
+                "status": status,
+                "closed_at": None if status == Hold.Status.DELIVERED else now,
+                "delivered": books.delivered.get(i),
+            }
+            for i, status in closed
+        ]
+        parts.append(_CLOSE_HOLDS.format(ids=_id_list(books.closed)))
+    if books.user_changes:
+        users = sorted(books.user_changes.items())
+        document["users"] = [
+            {"id": i, "quota": quota, "used": used, "requests": requests}
+            for i, (quota, used, requests) in users
+        ]
+        parts.append(_CHANGE_USERS.format(ids=_id_list(books.user_changes)))
+    if books.key_changes:
+        keys = sorted(books.key_changes.items())
+        document["keys"] = [
+            {"id": i, "remaining": remaining, "used": used, "used_at": now if used_now else None}
+            for i, (remaining, used, used_now) in keys
+        ]
+        parts.append(_CHANGE_KEYS.format(ids=_id_list(books.key_changes)))
+    if books.journal:
+        document["usage"] = [_row(UsageLog, row) for row in books.journal]
+        parts.append(_insert_sql_from_document(UsageLog, "usage"))
+    if books.new_holds:
+        document["holds"] = [_row(Hold, row) for row in books.new_holds]
+        parts.append(_insert_sql_from_document(Hold, "holds"))
+    if not parts:
+        return ""
+    text = json.dumps(document, default=_json_value, separators=(",", ":"))
+    literal = psycopg.pq.Escaping(conn.pgconn).escape_literal(text.encode()).decode()
+    return f"WITH d(j) AS (SELECT {literal}::jsonb), {', '.join(parts)} SELECT 1"
+
+
+_CLOSE_HOLDS = (
+    f"closed AS (UPDATE {HOLD_TABLE} AS t SET status = v.status, closed_at = v.closed_at,"
+    " delivered_quota = COALESCE(v.delivered, t.delivered_quota)"
+    " FROM d, jsonb_to_recordset(d.j->'closed')"
+    " AS v(id bigint, status text, closed_at timestamptz, delivered bigint)"
+    " WHERE t.id IN ({ids}) AND t.id = v.id)"
+)
+_CHANGE_USERS = (
+    f"users AS (UPDATE {USER_TABLE} AS t SET quota = t.quota + v.quota,"
+    " used_quota = t.used_quota + v.used, request_count = t.request_count + v.requests"
+    " FROM d, jsonb_to_recordset(d.j->'users')"
+    " AS v(id bigint, quota bigint, used bigint, requests bigint)"
+    " WHERE t.id IN ({ids}) AND t.id = v.id)"
+)
+_CHANGE_KEYS = (
+    f"keys AS (UPDATE {KEY_TABLE} AS t SET remaining_quota = t.remaining_quota + v.remaining,"
+    " used_quota = t.used_quota + v.used, last_used_at = COALESCE(v.used_at, t.last_used_at)"
+    " FROM d, jsonb_to_recordset(d.j->'keys')"
+    " AS v(id bigint, remaining bigint, used bigint, used_at timestamptz)"
+    " WHERE t.id IN ({ids}) AND t.id = v.id)"
+)
+
+
+@cache
+def _insert_sql_from_document(model: type[models.Model], part: str) -> str:
+    """Rows of ``model`` from the document's ``part``, read as the table's own row type, so
+    each value is checked against its column as an INSERT of it would be. New holds carry the
+    ids the batch took for them (their outcomes need them)."""
+    names = (["id"] if model is Hold else []) + [str(f.column) for f in _columns(model)]
+    columns = ", ".join(names)
+    table = model._meta.db_table
+    return (
+        f"{part} AS (INSERT INTO {table} ({columns}) SELECT {columns}"
+        f" FROM d, jsonb_populate_recordset(NULL::{table}, d.j->'{part}'))"
+    )
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)  # exact: PostgreSQL reads the text as numeric
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def _row(model: type[models.Model], row: dict[str, Any]) -> dict[str, Any]:
+    """A row as its table's columns; a column the batch does not set takes its default."""
+    values = {"id": row["id"]} if "id" in row else {}
+    for f in _columns(model):
+        values[f.column] = row[f.attname] if f.attname in row else f.get_default()
+    return values
+
+
+def _run_on_sqlite(
+    operations: Sequence[Operation], locks: Locks, *, wait_for_disk: bool
+) -> list[Outcome]:
+    """Row by row: SQLite is the embedded, single-process default, and its IMMEDIATE
+    transactions take the whole database, so there is nothing to lock row by row."""
+    now = timezone.now()
+    db_now = connection.ops.adapt_datetimefield_value(now)
+    with transaction.atomic(), connection.cursor() as cursor:
+        read = []
+        for table, column, ids in locks:
+            marks = ", ".join(["%s"] * len(ids))
+            if ids:
+                cursor.execute(f"SELECT id, {column} FROM {table} WHERE id IN ({marks})", list(ids))
+            read.append(cursor.fetchall() if ids else [])
+        holds, users, keys = read
+        books = _Books(holds=holds, users=dict(users), keys=dict(keys), now=now)
+        results = _decide(operations, books)
+        for sql, rows in _sqlite_changes(books, db_now):
+            cursor.executemany(sql, rows)
+        hold_ids = []
+        for row in books.new_holds:
+            cursor.execute(_insert_sql(Hold), _prepared_row(Hold, row))
+            hold_ids.append(cursor.lastrowid)
+    return _outcomes(results, hold_ids)
+
+
+# The batch's statements are plain SQL: building them with the ORM cost more CPU than running
+# them (bench/README.md). Table and column names come from the models.
+
+
+def _sqlite_changes(books: _Books, now: Any) -> list[tuple[str, list[list]]]:
     """The batch's writes as (statement, rows) pairs, each statement run once per row."""
     statements = []
     if books.closed:
@@ -345,92 +546,9 @@ def _changes(
             )
         )
     if books.journal:
-        rows = [journal_values(UsageLog, row) for row in books.journal]
+        rows = [_prepared_row(UsageLog, row) for row in books.journal]
         statements.append((_insert_sql(UsageLog), rows))
     return statements
-
-
-def _run_on_postgres(
-    operations: Sequence[Operation], locks: Locks, *, wait_for_disk: bool
-) -> list[Outcome]:
-    """Two round trips: the locked reads, then every write with the COMMIT (pipeline mode).
-
-    The cursors bind parameters on the server: Django's default cursor quotes each value into
-    the SQL text in Python, which for a batch's hundreds of values cost more than the rest.
-    """
-    connection.ensure_connection()
-    conn = connection.connection
-    now = timezone.now()
-    with conn.pipeline():
-        with conn.transaction():
-            if not wait_for_disk:
-                _commit_without_waiting_for_disk(conn)
-            readers = []
-            for table, column, ids in locks:
-                reader = psycopg.Cursor(conn)
-                if ids:
-                    reader.execute(
-                        f"SELECT id, {column} FROM {table} WHERE id = ANY(%s)"
-                        " ORDER BY id FOR UPDATE",
-                        [sorted(ids)],
-                    )
-                readers.append(reader)
-            holds, users, keys = (
-                reader.fetchall() if ids else []
-                for reader, (_, _, ids) in zip(readers, locks, strict=True)
-            )
-            books = _Books(holds=holds, users=dict(users), keys=dict(keys), now=now)
-            results = _decide(operations, books)
-            writer = psycopg.Cursor(conn)
-            for sql, rows in _changes(books, now, _values):
-                writer.executemany(sql, rows)
-            inserter = psycopg.Cursor(conn)
-            if books.new_holds:
-                inserter.executemany(
-                    _insert_sql(Hold) + " RETURNING id",
-                    [_values(Hold, row) for row in books.new_holds],
-                    returning=True,
-                )
-    # The transaction has committed; the new holds' ids were answered along with it.
-    hold_ids = []
-    for index in range(len(books.new_holds)):
-        if index:
-            inserter.nextset()
-        (hold_id,) = cast(tuple[int], inserter.fetchone())
-        hold_ids.append(hold_id)
-    return _outcomes(results, hold_ids)
-
-
-def _run_on_sqlite(
-    operations: Sequence[Operation], locks: Locks, *, wait_for_disk: bool
-) -> list[Outcome]:
-    """Row by row: SQLite is the embedded, single-process default, and its IMMEDIATE
-    transactions take the whole database, so there is nothing to lock row by row."""
-    now = timezone.now()
-    db_now = connection.ops.adapt_datetimefield_value(now)
-    with transaction.atomic(), connection.cursor() as cursor:
-        read = []
-        for table, column, ids in locks:
-            marks = ", ".join(["%s"] * len(ids))
-            if ids:
-                cursor.execute(f"SELECT id, {column} FROM {table} WHERE id IN ({marks})", list(ids))
-            read.append(cursor.fetchall() if ids else [])
-        holds, users, keys = read
-        books = _Books(holds=holds, users=dict(users), keys=dict(keys), now=now)
-        results = _decide(operations, books)
-        for sql, rows in _changes(books, db_now, _prepared_row):
-            cursor.executemany(sql, rows)
-        hold_ids = []
-        for row in books.new_holds:
-            cursor.execute(_insert_sql(Hold), _prepared_row(Hold, row))
-            hold_ids.append(cursor.lastrowid)
-    return _outcomes(results, hold_ids)
-
-
-# The batch's statements are plain SQL: building them with the ORM cost more CPU than running
-# them (bench/README.md). Table and column names come from the models. Each kind of change is
-# one statement run for every row (executemany); on PostgreSQL they go out in pipeline mode
-# with server-side parameters, so a whole batch costs two round trips.
 
 
 @cache
@@ -474,35 +592,9 @@ def _storable_ip(value: str | None) -> str | None:
         return None
 
 
-def _values(model: type[models.Model], row: dict[str, Any]) -> list:
-    """A row's values in column order; psycopg adapts them (aware datetimes, Decimals) itself,
-    JSON apart. A column the batch does not set takes its field's default."""
-    values = []
-    for f in _columns(model):
-        value = row[f.attname] if f.attname in row else f.get_default()
-        values.append(Jsonb(value) if f.attname in _json_columns(model) else value)
-    return values
-
-
-@cache
-def _json_columns(model: type[models.Model]) -> frozenset[str]:
-    return frozenset(f.attname for f in _columns(model) if isinstance(f, models.JSONField))
-
-
 def _prepared_row(model: type[models.Model], row: dict[str, Any]) -> list:
     """A row's values in column order, prepared for the database as the ORM would (SQLite)."""
     return [
         f.get_db_prep_save(row[f.attname] if f.attname in row else f.get_default(), connection)
         for f in _columns(model)
     ]
-
-
-def _commit_without_waiting_for_disk(conn: psycopg.Connection) -> None:
-    """Let PostgreSQL acknowledge this transaction before its WAL reaches the disk.
-
-    For a batch of reserves and nothing else: a crash can lose such a transaction, but only
-    whole, and losing holds together with their decrements leaves the books exact. And for the
-    ledger writer's batches when billing.journal keeps their settlements until the disk has
-    them (a lost settlement is then made again).
-    """
-    conn.execute("SET LOCAL synchronous_commit TO OFF")

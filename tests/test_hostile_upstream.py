@@ -52,8 +52,18 @@ def spent(user) -> int:
         {"prompt_tokens": 11, "completion_tokens": 3e9},
         {"prompt_tokens": 10**9, "completion_tokens": 3},
         "many",
+        # Text PostgreSQL's JSON refuses (a NUL, half of a surrogate pair), in a value and a key
+        {"prompt_tokens": 11, "completion_tokens": "\u0000many\ud800", "\u0000\udfff": 1},
     ],
-    ids=["negative", "cached-above-input", "string", "huge-output", "huge-input", "not-an-object"],
+    ids=[
+        "negative",
+        "cached-above-input",
+        "string",
+        "huge-output",
+        "huge-input",
+        "not-an-object",
+        "unstorable-text",
+    ],
 )
 def test_usage_that_cannot_be_believed_is_billed_on_local_counts_and_flagged(
     relay_url, alice, alice_key, openai_channel, mock_upstream, usage, books_balance

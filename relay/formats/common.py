@@ -190,7 +190,7 @@ def _small_object(value: dict, depth: int, budget: list[int]) -> dict:
         if isinstance(item, dict | list) and depth >= RAW_DEPTH:
             continue  # nesting deeper than the kept levels is dropped
         budget[0] -= 1
-        small[str(key)[:RAW_STRING_CHARS]] = _small_value(item, depth + 1, budget)
+        small[_cut(str(key))] = _small_value(item, depth + 1, budget)
     return small
 
 
@@ -218,7 +218,11 @@ def _small_value(value: object, depth: int, budget: list[int]) -> object:
 
 
 def _cut(text: str) -> str:
-    return text[:RAW_STRING_CHARS]
+    """At most RAW_STRING_CHARS characters, without what PostgreSQL's JSON cannot store (NUL,
+    half of a surrogate pair): a usage row that cannot be written would leave the call
+    unbilled."""
+    cut = text[:RAW_STRING_CHARS].replace("\x00", "")
+    return cut.encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclass
