@@ -407,6 +407,10 @@ RELAY_CACHE_SECONDS = int(env("RELAY_CACHE_SECONDS", "60"))
 # change saved in another process (or node) reaches it within this time.
 RELAY_LOCAL_CACHE_SECONDS = float(env("RELAY_LOCAL_CACHE_SECONDS", "1"))
 
+# A server process freezes what its start-up made out of the garbage collector's sight
+# (config.asgi.settle_the_heap): full collections then take a few ms instead of 100 or more.
+FREEZE_HEAP_AT_START = env_bool("FREEZE_HEAP_AT_START", True)
+
 CELERY_BEAT_SCHEDULE = {
     "release-expired-holds": {
         "task": "billing.tasks.release_expired_holds",

@@ -45,6 +45,9 @@ def pytest_configure(config):
     # Hashing with Django's default (PBKDF2, a million rounds) is most of the time of a test
     # that creates users; the tests check who may do what, not the hash's strength.
     django_settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # The test servers run inside this process: freezing its heap at each start would keep
+    # every earlier test's cyclic garbage for good (tests/test_health.py tries the freeze).
+    django_settings.FREEZE_HEAP_AT_START = False
     if django_settings.REDIS_URL:
         if redis_database(django_settings.REDIS_URL) != redis_database(TEST_REDIS_URL):
             raise pytest.UsageError(
