@@ -116,6 +116,38 @@ def test_the_journal_row_keeps_the_status_and_usage_flag_the_relay_names(
     books_balance()
 
 
+HOSTILE_TEXT = "o'brien \\' \"; DROP TABLE billing_hold; -- %s %(x)s 100% \u00e9\u4e2d\U0001f600"
+
+
+@pytest.mark.django_db(transaction=True)  # a batch of its own (BEGIN), not a savepoint
+def test_every_text_of_a_call_reaches_its_usage_row_as_it_was(alice, alice_key, books_balance):
+    """On PostgreSQL the batch's rows travel inside its SQL as one quoted JSON document:
+    quotes, backslashes, placeholders and SQL in any text stay text."""
+    key = ApiKey.objects.find(alice_key).get()
+    held = services.reserve_quota(
+        user_id=alice.id, api_key_id=key.id, unlimited_key=True, amount=1_000
+    )
+    raw = {HOSTILE_TEXT: HOSTILE_TEXT, "nested": [HOSTILE_TEXT, {"n": 2**62}]}
+
+    [cost] = apply_batch(
+        [
+            settle(
+                held,
+                upstream_model=HOSTILE_TEXT,
+                error=HOSTILE_TEXT[:64],
+                usage_flag=UsageFlag.REJECTED,
+                reported_usage=raw,
+            )
+        ]
+    )
+
+    log = UsageLog.objects.get()
+    assert (log.upstream_model, log.error) == (HOSTILE_TEXT, HOSTILE_TEXT[:64])
+    assert log.reported_usage == raw
+    assert (log.quota, Hold.objects.get().status) == (cost, "settled")
+    books_balance()
+
+
 def test_holds_whose_key_was_deleted_settle_in_one_batch_with_others(alice, books_balance):
     kept, _ = create_api_key(user=alice)
     gone, _ = create_api_key(user=alice)
