@@ -12,15 +12,14 @@ for plain and streamed chat calls. Prints each round's p50 and p99 and the media
 """
 
 import argparse
-import statistics
 import tempfile
 from pathlib import Path
 
-from measure import run_wrk
+from measure import added_p50, one_connection_rounds
 from processes import Processes, log
 from sluice import setup_sluice, start_sluice
 from targets import measured_targets, start_upstream
-from workload import MODELS, request_body
+from workload import MODELS
 
 
 def main() -> None:
@@ -45,34 +44,20 @@ def main() -> None:
         sluice = start_sluice(procs, env, logs, options.workers)
         targets = measured_targets(setup, workdir, keys, upstream, sluice)
         upstream_target, sluice_target = targets[0], targets[1]
-        bodies = {}
+        latencies = one_connection_rounds(
+            {target.name: target.urls for target in (upstream_target, sluice_target)},
+            {target.name: target.keys_file for target in (upstream_target, sluice_target)},
+            workdir,
+            rounds=options.rounds,
+            seconds=options.seconds,
+        )
         for mode in MODELS:
-            bodies[mode] = workdir / f"body-{mode}.json"
-            bodies[mode].write_bytes(request_body(mode))
-        p50s: dict[tuple[str, str], list[float]] = {}
-        p99s: dict[tuple[str, str], list[float]] = {}
-        for round_ in range(-1, options.rounds):  # round -1 warms up and is not counted
-            for target in (upstream_target, sluice_target):
-                for mode in MODELS:
-                    result = run_wrk(
-                        target.urls[mode],
-                        body_file=str(bodies[mode]),
-                        keys_file=target.keys_file,
-                        connections=1,
-                        seconds=options.seconds if round_ >= 0 else 2,
-                    )
-                    if round_ >= 0:
-                        latency = result["latency_us"]
-                        p50s.setdefault((target.name, mode), []).append(latency["p50"] / 1000)
-                        p99s.setdefault((target.name, mode), []).append(latency["p99"] / 1000)
-        for mode in MODELS:
-            upstream_p50 = statistics.median(p50s[("upstream", mode)])
-            rounds = p50s[("sluice", mode)]
-            added = statistics.median(rounds) - upstream_p50
+            upstream_p50, rounds, added = added_p50(latencies, "sluice", mode)
+            p99s = [p["p99"] / 1000 for p in latencies["sluice", mode]]
             log(
                 f"{mode}: upstream p50 {upstream_p50:.3f} ms, Sluice p50 by round "
                 f"{[round(p, 2) for p in rounds]} ms, added p50 (median) {added:.2f} ms; "
-                f"Sluice p99 by round {[round(p, 1) for p in p99s[('sluice', mode)]]} ms"
+                f"Sluice p99 by round {[round(p, 1) for p in p99s]} ms"
             )
     finally:
         procs.stop_all()

@@ -3,6 +3,7 @@ request), with the CPU time every process group spent meanwhile and, for Sluice,
 per call."""
 
 import os
+import statistics
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,47 @@ def run_wrk(
     if process.returncode != 0:
         raise SystemExit(f"wrk failed ({process.returncode}): {err}\n{out}")
     return tagged(out, "WRK_RESULT")
+
+
+def one_connection_rounds(
+    urls: dict[str, dict[str, str]],
+    keys_files: dict[str, str],
+    workdir: Path,
+    *,
+    rounds: int,
+    seconds: int,
+) -> dict[tuple[str, str], list[dict]]:
+    """wrk at one connection against each target's URL per mode (``urls[target][mode]``), the
+    targets taken in turn, round after round after a short warm-up round that is not counted:
+    each (target, mode)'s latencies (wrk's ``latency_us``), one per round."""
+    bodies = {}
+    for mode in MODELS:
+        bodies[mode] = workdir / f"body-{mode}.json"
+        bodies[mode].write_bytes(request_body(mode))
+    latencies: dict[tuple[str, str], list[dict]] = {}
+    for round_ in range(-1, rounds):
+        for target, by_mode in urls.items():
+            for mode in MODELS:
+                result = run_wrk(
+                    by_mode[mode],
+                    body_file=str(bodies[mode]),
+                    keys_file=keys_files[target],
+                    connections=1,
+                    seconds=seconds if round_ >= 0 else 2,
+                )
+                if round_ >= 0:
+                    latencies.setdefault((target, mode), []).append(result["latency_us"])
+    return latencies
+
+
+def added_p50(
+    latencies: dict[tuple[str, str], list[dict]], relay: str, mode: str
+) -> tuple[float, list[float], float]:
+    """From ``one_connection_rounds``: the upstream's median p50, the relay's p50 by round, and
+    what the relay adds (the median of its rounds less the upstream's), in ms."""
+    upstream = statistics.median(p["p50"] / 1000 for p in latencies["upstream", mode])
+    rounds = [p["p50"] / 1000 for p in latencies[relay, mode]]
+    return upstream, rounds, statistics.median(rounds) - upstream
 
 
 class Bench:
