@@ -48,6 +48,7 @@ def pytest_configure(config):
     # The test servers run inside this process: freezing its heap at each start would keep
     # every earlier test's cyclic garbage for good (tests/test_health.py tries the freeze).
     django_settings.FREEZE_HEAP_AT_START = False
+    _flush_by_delete_on_postgres()
     if django_settings.REDIS_URL:
         if redis_database(django_settings.REDIS_URL) != redis_database(TEST_REDIS_URL):
             raise pytest.UsageError(
@@ -58,6 +59,33 @@ def pytest_configure(config):
         problem = claim_redis(TEST_REDIS_URL)
         if problem:
             raise pytest.UsageError(problem)
+
+
+def _flush_by_delete_on_postgres() -> None:
+    """Empty the tables after a transactional test with DELETE rather than Django's TRUNCATE.
+
+    TRUNCATE gives every table, index and TOAST table new files: on PostgreSQL that made each
+    transactional test's teardown take about 0.4 s on a slow machine, some 40 % of the
+    PostgreSQL pass. The tests leave a few rows each, which DELETE removes in milliseconds;
+    every foreign key Django makes is deferred to the commit, so the order does not matter.
+    Sequences are left alone, as TRUNCATE without RESTART IDENTITY leaves them (Django's flush
+    runs all of it in one transaction)."""
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    truncate = DatabaseOperations.sql_flush
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        if reset_sequences or not tables:
+            return truncate(
+                self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+            )
+        names = [self.quote_name(table) for table in tables]
+        # The locks TRUNCATE would take, all at once: a ledger batch still running after its
+        # test is waited for, as before, rather than deadlocked with row by row.
+        lock = f"LOCK TABLE {', '.join(names)} IN ACCESS EXCLUSIVE MODE;"
+        return [lock] + [f"DELETE FROM {name};" for name in names]
+
+    DatabaseOperations.sql_flush = sql_flush
 
 
 def need_service(name: str, reason: str) -> None:
