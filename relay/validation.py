@@ -278,7 +278,19 @@ def _token_ids_or_text(*, at_least: int, at_most: int | None = None) -> Any:
 
 
 Object = dict[str, Any]
-ModelName = Annotated[str, Field(min_length=1, max_length=MAX_MODEL_NAME)]
+
+
+def _printable_name(name: str) -> str:
+    """A model name is looked up in prices, channels and usage rows: a control character (NUL
+    above all, which PostgreSQL refuses in any text) can name no model."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise ValueError("a model name cannot contain control characters")
+    return name
+
+
+ModelName = Annotated[
+    str, Field(min_length=1, max_length=MAX_MODEL_NAME), AfterValidator(_printable_name)
+]
 OutputTokens = Annotated[int, Field(ge=1, le=MAX_OUTPUT_TOKENS)]
 Choices = Annotated[int, Field(ge=1, le=128)]
 Temperature = Annotated[float, Field(ge=0, le=2)]

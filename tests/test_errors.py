@@ -492,6 +492,9 @@ BAD_BODIES = {
     "no model": b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}',
     "a model that is not a string": b'{"model": 42, "messages": [], "max_tokens": 5}',
     "an empty model": b'{"model": "", "messages": [], "max_tokens": 5}',
+    # PostgreSQL refuses a NUL in any text: the price lookup failed with a 500.
+    "a model with a NUL": b'{"model": "gpt-4o\\u0000", "messages": [{"role": "user", "content":'
+    b' "hi"}], "max_tokens": 5}',
 }
 
 

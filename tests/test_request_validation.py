@@ -191,6 +191,15 @@ def test_a_model_name_too_long_is_refused_as_too_long():
     assert error.message == "model: too long (at most 256 characters)"
 
 
+@pytest.mark.parametrize("name", ["gpt-4o\x00", "gpt\n4o", "\x7fgpt-4o"])
+def test_a_model_name_with_a_control_character_is_refused(name):
+    error = refusal("chat", {"model": name, "messages": USER_HELLO})
+
+    assert_is_a_bad_request(error)
+    assert error.param == "model"
+    assert error.message == "model: a model name cannot contain control characters"
+
+
 def test_every_operation_has_a_shape():
     for operation, body in [
         ("chat", chat()),
