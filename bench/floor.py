@@ -17,6 +17,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import httpx
+from httpx_aiohttp import AiohttpTransport
 from measure import added_p50, one_connection_rounds
 from processes import BENCH, SLUICE_VENV, Processes, free_port, log, wait_for_port
 from targets import start_upstream
@@ -31,7 +33,7 @@ class PassThrough:
 
     def __init__(self) -> None:
         self.upstream = os.environ.get(UPSTREAM_ENV, "")
-        self.client = None
+        self.client: httpx.AsyncClient | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -39,9 +41,6 @@ class PassThrough:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        import httpx
-        from httpx_aiohttp import AiohttpTransport
-
         if self.client is None:
             self.client = httpx.AsyncClient(transport=AiohttpTransport())
         body = b""
