@@ -3,12 +3,17 @@
 1-connection measurement (no LiteLLM, no 32-connection runs).
 
     .venv/bin/python bench/latency.py [--rounds 5] [--seconds 4] [--workers 1] [--keys 20]
+                                      [--pause 0]
 
 Starts the nginx mock upstream and Sluice in production mode (PostgreSQL database
 ``sluice_bench_latency``, Redis database 13, both reset), then, round after round, runs wrk
 with one connection against the upstream directly and through Sluice (``--keys`` keys of one
 user, taken in turn: bench/run.py's 1-connection runs use 200),
 for plain and streamed chat calls. Prints each round's p50 and p99 and the median added p50.
+
+``--pause S`` rests S seconds before each run through Sluice: with S above
+RELAY_READY_HOLD_IDLE_SECONDS (10 s) every key starts each run idle, so the run measures a key's
+first calls after a rest (each places its own hold) rather than a key in steady use.
 """
 
 import argparse
@@ -28,6 +33,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--keys", type=int, default=20)
+    parser.add_argument("--pause", type=float, default=0, help="seconds of rest before each run")
     options = parser.parse_args()
     setup = argparse.Namespace(
         database_url="postgresql://postgres@127.0.0.1:5432/sluice_bench_latency",
@@ -50,6 +56,7 @@ def main() -> None:
             workdir,
             rounds=options.rounds,
             seconds=options.seconds,
+            pause=options.pause,
         )
         for mode in MODELS:
             upstream_p50, rounds, added = added_p50(latencies, "sluice", mode)

@@ -41,7 +41,8 @@ class Measurement:
 
 def run_wrk(
     url: str, *, body_file: str, keys_file: str, connections: int, seconds: float, threads=1
-) -> tuple[dict, float]:
+) -> dict:
+    """wrk's result (load.lua's WRK_RESULT line, as a dict)."""
     cmd = [
         "wrk",
         f"-t{threads}",
@@ -70,10 +71,12 @@ def one_connection_rounds(
     *,
     rounds: int,
     seconds: int,
+    pause: float = 0,
 ) -> dict[tuple[str, str], list[dict]]:
     """wrk at one connection against each target's URL per mode (``urls[target][mode]``), the
     targets taken in turn, round after round after a short warm-up round that is not counted:
-    each (target, mode)'s latencies (wrk's ``latency_us``), one per round."""
+    each (target, mode)'s latencies (wrk's ``latency_us``), one per round. ``pause``: seconds
+    of rest before each counted run of a target other than "upstream" (its keys idle)."""
     bodies = {}
     for mode in MODELS:
         bodies[mode] = workdir / f"body-{mode}.json"
@@ -82,6 +85,8 @@ def one_connection_rounds(
     for round_ in range(-1, rounds):
         for target, by_mode in urls.items():
             for mode in MODELS:
+                if pause and round_ >= 0 and target != "upstream":
+                    time.sleep(pause)
                 result = run_wrk(
                     by_mode[mode],
                     body_file=str(bodies[mode]),

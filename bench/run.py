@@ -62,6 +62,12 @@ def parse_args():
         "--latency-duration", type=float, default=4, help="seconds per 1-connection run"
     )
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per target")
+    parser.add_argument(
+        "--latency-warmup",
+        type=float,
+        default=1,
+        help="seconds at 1 connection, not counted, before each 1-connection run",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--keys", type=int, default=200, help="keys the load rotates through")
@@ -86,6 +92,7 @@ def parse_args():
     args = parser.parse_args()
     if args.quick:
         args.duration, args.latency_duration, args.warmup, args.repeats = 3, 2, 1, 1
+        args.latency_warmup = 0.5
         args.pause = 0.5
     for url in (args.database_url, args.redis_url):
         if urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1"):
@@ -170,6 +177,11 @@ def main() -> int:
         for round_ in range(args.repeats):
             log(f"round {round_ + 1} of {args.repeats}")
             for target, mode, connections, seconds in plan:
+                if connections == 1 and args.latency_warmup > 0:
+                    # Every target's keys are in steady use when its latency is measured,
+                    # whatever ran before (bench/README.md; bench/latency.py --pause measures
+                    # a key's first calls after a rest).
+                    bench.measure(target, mode, 1, args.latency_warmup, round_=-1)
                 bench.measure(target, mode, connections, seconds, round_)
 
         summary = summarize(bench, targets, args)
