@@ -13,7 +13,11 @@ came less than half of ``RELAY_READY_HOLD_IDLE_SECONDS`` before it, and they are
 only once the key has been idle for all of it. A key called less often places its own holds as
 they come; without that margin, a key called about as often as holds are given back would
 place holds for every call only to give them back unused, which costs the writer more than it
-saves (bench/README.md). Ready holds are sized to the largest of the key's calls since it was
+saves (bench/README.md). A key that was in steady use when it went idle (within the last
+``REMEMBER_SECONDS``) is taken to be in steady use again from its first call after the rest:
+that call places holds ahead, so only it waits for its own hold, not its second call too. A
+key whose spell of use had no steady call is forgotten, so calls that come one at a time never
+place holds ahead. Ready holds are sized to the largest of the key's calls since it was
 idle; smaller ones are given back when a larger call comes.
 
 Nothing about the money changes: a ready hold is placed under the same rules as any hold (no
@@ -31,6 +35,7 @@ it dies, when the holds expire).
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -46,6 +51,8 @@ MAX_READY = 1000
 MAX_KEYS = 10_000
 # A ready hold is placed only if the balance would still cover this many calls like it after.
 SPARE_CALLS = 8
+# How long a key that went idle in steady use is remembered as such.
+REMEMBER_SECONDS = 600.0
 
 Scope = tuple[int, int, bool]  # user id, key id, whether the key is unlimited
 
@@ -57,9 +64,12 @@ class _Pool:
     amount: int = 0  # what the next ready hold is sized to (the key's last call)
     used: float = 0.0  # monotonic time of the key's last call
     short: bool = False  # a ready hold was refused (balance short): none until the key idles
+    steady: bool = False  # a call of this spell came soon after the one before
 
 
 _pools: dict[Scope, _Pool] = {}
+# Keys that went idle in steady use, and when (oldest first; at most MAX_KEYS).
+_steady_before: "OrderedDict[Scope, float]" = OrderedDict()
 _sweeper: "asyncio.Task | None" = None
 _outstanding = [0]  # ready holds and placements under way, in all pools
 
@@ -68,6 +78,7 @@ def forget() -> None:
     """Drop this process's ready holds without releasing them (tests only: each test's database
     is new, and its holds went with the old one)."""
     _pools.clear()
+    _steady_before.clear()
     _outstanding[0] = 0
 
 
@@ -96,19 +107,24 @@ def refill(reserve: Reserve) -> None:
         return
     scope = _scope(reserve)
     pool = _pools.get(scope)
-    if pool is None:  # the key's first call since it was idle: remember it, place nothing yet
-        if len(_pools) < MAX_KEYS:
-            _pools[scope] = _Pool(amount=max(reserve.amount, 1), used=time.monotonic())
-            _watch()
-        return
     now = time.monotonic()
-    steady = now - pool.used < settings.RELAY_READY_HOLD_IDLE_SECONDS / 2
-    pool.used = now
-    if reserve.amount > pool.amount:  # the key's calls grew: the smaller holds will not do
-        pool.amount = reserve.amount
-        _give_back_smaller(pool)
-    if not steady:
-        return  # called, but not often enough to gain from holds placed ahead
+    if pool is None:  # the key's first call since it was idle
+        if len(_pools) >= MAX_KEYS:
+            return
+        pool = _pools[scope] = _Pool(amount=max(reserve.amount, 1), used=now)
+        _watch()
+        went_idle = _steady_before.pop(scope, None)
+        if went_idle is None or now - went_idle > REMEMBER_SECONDS:
+            return  # not known to be in steady use: place nothing yet
+    else:
+        steady = now - pool.used < settings.RELAY_READY_HOLD_IDLE_SECONDS / 2
+        pool.used = now
+        if reserve.amount > pool.amount:  # the key's calls grew: the smaller holds will not do
+            pool.amount = reserve.amount
+            _give_back_smaller(pool)
+        if not steady:
+            return  # called, but not often enough to gain from holds placed ahead
+        pool.steady = True  # remembered when it goes idle: its next spell places ahead at once
     while (
         not pool.short and len(pool.ready) + pool.placing < wanted and _outstanding[0] < MAX_READY
     ):
@@ -193,4 +209,13 @@ def give_back(*, idle_for: float = 0.0) -> "list[asyncio.Future]":
         pool.ready = keep
         if idle and not pool.placing:
             del _pools[scope]
+            if pool.steady and not pool.short:
+                _remember_steady(scope, now)
     return released
+
+
+def _remember_steady(scope: Scope, now: float) -> None:
+    _steady_before.pop(scope, None)
+    _steady_before[scope] = now
+    while len(_steady_before) > MAX_KEYS:
+        _steady_before.popitem(last=False)

@@ -130,3 +130,18 @@ def test_made_up_keys_are_kept_apart_and_cannot_push_real_keys_out(monkeypatch):
     asyncio.run(scenario())
     assert loads == []  # both answered from memory
     assert len(cache.unknown_keys) == cache.UNKNOWN_KEYS_KEPT
+
+
+def test_the_keys_remembered_as_in_steady_use_are_bounded(monkeypatch):
+    from relay import ready_holds
+
+    monkeypatch.setattr(ready_holds, "MAX_KEYS", 100)
+    ready_holds.forget()
+    try:
+        for number in range(1_000):
+            ready_holds._remember_steady((1, number, True), float(number))
+        assert len(ready_holds._steady_before) == 100
+        assert (1, 999, True) in ready_holds._steady_before  # the newest stay
+        assert (1, 0, True) not in ready_holds._steady_before
+    finally:
+        ready_holds.forget()

@@ -134,3 +134,36 @@ def test_the_balance_left_for_other_keys_is_kept_when_holds_are_placed_ahead(
     assert alice.quota >= SPARE_CALLS * held // 2  # several calls' worth still free
     assert eventually(lambda: not open_holds(), timeout=10)
     books_balance()
+
+
+def test_a_key_in_steady_use_before_a_rest_places_holds_ahead_from_its_first_call_after_it(
+    alice, alice_key, openai_channel, make_openai, ready_holds_on, books_balance
+):
+    client = make_openai(alice_key)
+
+    def call(count: int) -> UsageLog:
+        client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=20)
+        return settled_usage(count)[-1]
+
+    call(1)
+    call(2)  # in steady use: holds are placed ahead
+    assert eventually(lambda: len(open_holds()) == 2)
+    assert eventually(lambda: not open_holds(), timeout=10)  # idle: given back
+
+    first_after_rest = call(3)
+    ahead = eventually(lambda: len(open_holds()) == 2 and open_holds())
+    assert ahead, "the key was in steady use before its rest: its first call places holds ahead"
+    assert first_after_rest.hold_id not in ahead  # that call itself placed its own
+    assert call(4).hold_id in ahead  # the second call after the rest waits for no hold
+
+    # A spell of one call (placed ahead, as the key was in steady use before): given back
+    # unused, and the key is not taken to be in steady use any more.
+    assert eventually(lambda: not open_holds(), timeout=10)
+    call(5)
+    assert eventually(lambda: len(open_holds()) == 2)
+    assert eventually(lambda: not open_holds(), timeout=10)
+    before = Hold.objects.count()
+    call(6)
+    time.sleep(0.5)
+    assert Hold.objects.count() == before + 1  # its own hold, nothing placed ahead
+    books_balance()
