@@ -260,25 +260,24 @@ def billable_usage(
     """
     flag = UsageFlag
     if problem is not None:
-        return local(), flag.REJECTED, problem
+        return _within(local(), output_cap), flag.REJECTED, problem
     if reported is None:
-        return local(), flag.TRUSTED, None
+        # An upstream that ignored the limit it was sent and reported nothing: what was counted
+        # past the limit is not billed (the hold covered the limit, not more).
+        counted = local()
+        usage = _within(counted, output_cap)
+        if usage is counted:
+            return usage, flag.TRUSTED, None
+        return usage, flag.CLAMPED, _figures(counted)
     raw = _figures(reported)
     output = reported.output_tokens + reported.audio_output_tokens
     if (
         _input_total(reported) > local_input * INPUT_TRUST_FACTOR + INPUT_TRUST_MARGIN
         or output > output_cap * OUTPUT_TRUST_FACTOR
     ):
-        return local(), flag.REJECTED, raw
-    usage, clamped = reported, False
-    if output > output_cap:
-        text = min(reported.output_tokens, output_cap)
-        usage = replace(
-            usage,
-            output_tokens=text,
-            audio_output_tokens=min(reported.audio_output_tokens, output_cap - text),
-        )
-        clamped = True
+        return _within(local(), output_cap), flag.REJECTED, raw
+    usage = _within(reported, output_cap)
+    clamped = usage is not reported
     if usage.reasoning_tokens > usage.output_tokens:
         usage, clamped = replace(usage, reasoning_tokens=usage.output_tokens), True
     if usage.web_search_calls > web_search_cap:
@@ -286,6 +285,19 @@ def billable_usage(
     if clamped:
         return usage, flag.CLAMPED, raw
     return usage, flag.TRUSTED, None
+
+
+def _within(usage: TokenUsage, output_cap: int) -> TokenUsage:
+    """``usage`` with its output (text first, then audio) clamped to ``output_cap``, the most
+    the call's hold covered; the same object when it is within it."""
+    if usage.output_tokens + usage.audio_output_tokens <= output_cap:
+        return usage
+    text = min(usage.output_tokens, output_cap)
+    return replace(
+        usage,
+        output_tokens=text,
+        audio_output_tokens=min(usage.audio_output_tokens, output_cap - text),
+    )
 
 
 def _figures(usage: TokenUsage) -> dict:

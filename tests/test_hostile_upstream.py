@@ -268,3 +268,76 @@ def test_an_anthropic_error_event_reaches_an_anthropic_client_with_its_kind(
     [log] = settled_usage(1)
     assert log.status == UsageLog.Status.UPSTREAM_ERROR
     books_balance()
+
+
+LONG_ANSWER = "word " * 400  # some 400 tokens, far past the limit the call was sent
+
+
+def chunk(content: str) -> bytes:
+    event = {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "model": "gpt-4o",
+        "choices": [{"index": 0, "delta": {"content": content}}],
+    }
+    return f"data: {json.dumps(event)}\n\n".encode()
+
+
+@pytest.mark.parametrize("usage", [None, {"prompt_tokens": 11, "completion_tokens": 10**7}])
+def test_a_stream_past_its_limit_with_no_usage_to_believe_costs_no_more_than_its_hold(
+    relay_url, alice, alice_key, openai_channel, mock_upstream, usage, books_balance
+):
+    # The upstream ignores max_tokens and sends no usage (or figures that cannot be believed):
+    # the output counted from what was sent is clamped to the limit the hold covered.
+    ending = (
+        []
+        if usage is None
+        else [f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode()]
+    )
+    mock_upstream.script(
+        {"raw_stream": [chunk("word ") for _ in range(400)] + ending + [b"data: [DONE]\n\n"]}
+    )
+    with httpx.stream(
+        "POST",
+        relay_url + "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": PROMPT, "max_tokens": 5, "stream": True},
+        headers={"Authorization": f"Bearer {alice_key}"},
+        timeout=30,
+    ) as response:
+        response.read()
+
+    [log] = settled_usage(1)
+    assert log.output_tokens == 5
+    flag = UsageLog.UsageFlag
+    assert log.usage_flag == (flag.CLAMPED if usage is None else flag.REJECTED)
+    assert log.reported_usage["output_tokens"] == (401 if usage is None else 10**7)
+    assert log.quota <= Hold.objects.get().amount
+    assert spent(alice) == log.quota
+    books_balance()
+
+
+def test_a_plain_answer_past_its_limit_with_no_usage_costs_no_more_than_its_hold(
+    relay_url, alice, alice_key, openai_channel, mock_upstream, books_balance
+):
+    answer = {
+        "id": "c1",
+        "object": "chat.completion",
+        "model": "gpt-4o",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": LONG_ANSWER},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    mock_upstream.script({"raw_body": json.dumps(answer).encode()})
+
+    response = chat(relay_url, alice_key, max_tokens=5)
+
+    assert response.status_code == 200, response.text
+    [log] = settled_usage(1)
+    assert log.output_tokens == 5
+    assert log.usage_flag == UsageLog.UsageFlag.CLAMPED
+    assert log.quota <= Hold.objects.get().amount
+    books_balance()
