@@ -61,10 +61,13 @@ def main() -> None:
         for mode in MODELS:
             upstream_p50, rounds, added = added_p50(latencies, "sluice", mode)
             p99s = [p["p99"] / 1000 for p in latencies["sluice", mode]]
+            slowest = [p["max"] / 1000 for p in latencies["sluice", mode]]
+            calls = [p["requests"] for p in latencies["sluice", mode]]
             log(
                 f"{mode}: upstream p50 {upstream_p50:.3f} ms, Sluice p50 by round "
                 f"{[round(p, 2) for p in rounds]} ms, added p50 (median) {added:.2f} ms; "
-                f"Sluice p99 by round {[round(p, 1) for p in p99s]} ms"
+                f"Sluice p99 by round {[round(p, 1) for p in p99s]} ms, slowest "
+                f"{[round(p, 1) for p in slowest]} ms, calls {calls}"
             )
     finally:
         procs.stop_all()

@@ -75,8 +75,9 @@ def one_connection_rounds(
 ) -> dict[tuple[str, str], list[dict]]:
     """wrk at one connection against each target's URL per mode (``urls[target][mode]``), the
     targets taken in turn, round after round after a short warm-up round that is not counted:
-    each (target, mode)'s latencies (wrk's ``latency_us``), one per round. ``pause``: seconds
-    of rest before each counted run of a target other than "upstream" (its keys idle)."""
+    each (target, mode)'s latencies (wrk's ``latency_us``, and ``requests``), one per round.
+    ``pause``: seconds of rest before each counted run of a target other than "upstream" (its
+    keys idle)."""
     bodies = {}
     for mode in MODELS:
         bodies[mode] = workdir / f"body-{mode}.json"
@@ -95,7 +96,9 @@ def one_connection_rounds(
                     seconds=seconds if round_ >= 0 else 2,
                 )
                 if round_ >= 0:
-                    latencies.setdefault((target, mode), []).append(result["latency_us"])
+                    latencies.setdefault((target, mode), []).append(
+                        {**result["latency_us"], "requests": result["requests"]}
+                    )
     return latencies
 
 
