@@ -151,20 +151,20 @@ class Call:
                 output_tokens=local_output() if callable(local_output) else local_output,
             )
 
+        output_cap = self.price.max_output_tokens if self.output_cap is None else self.output_cap
         try:
             usage, flag, raw = metering.billable_usage(
                 reported,
                 local=local,
                 local_input=self.input_tokens + self.audio_input_tokens,
-                output_cap=(
-                    self.price.max_output_tokens if self.output_cap is None else self.output_cap
-                ),
+                output_cap=output_cap,
                 web_search_cap=self.options.web_searches,
                 problem=problem,
             )
         except Exception:  # a bug must not leave the answer unbilled: bill the local counts
             logger.exception("checking the upstream usage of hold %s failed", self.held.id)
-            usage, flag, raw = local(), UsageFlag.REJECTED, None
+            usage = metering.within_output_cap(local(), output_cap)
+            flag, raw = UsageFlag.REJECTED, None
         if self.options.searches_per_call and usage.web_search_calls == 0:
             usage = replace(usage, web_search_calls=1)  # OpenAI reports no count: one per call
         if flag != UsageFlag.TRUSTED:

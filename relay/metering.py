@@ -260,12 +260,12 @@ def billable_usage(
     """
     flag = UsageFlag
     if problem is not None:
-        return _within(local(), output_cap), flag.REJECTED, problem
+        return within_output_cap(local(), output_cap), flag.REJECTED, problem
     if reported is None:
         # An upstream that ignored the limit it was sent and reported nothing: what was counted
         # past the limit is not billed (the hold covered the limit, not more).
         counted = local()
-        usage = _within(counted, output_cap)
+        usage = within_output_cap(counted, output_cap)
         if usage is counted:
             return usage, flag.TRUSTED, None
         return usage, flag.CLAMPED, _figures(counted)
@@ -275,8 +275,8 @@ def billable_usage(
         _input_total(reported) > local_input * INPUT_TRUST_FACTOR + INPUT_TRUST_MARGIN
         or output > output_cap * OUTPUT_TRUST_FACTOR
     ):
-        return _within(local(), output_cap), flag.REJECTED, raw
-    usage = _within(reported, output_cap)
+        return within_output_cap(local(), output_cap), flag.REJECTED, raw
+    usage = within_output_cap(reported, output_cap)
     clamped = usage is not reported
     if usage.reasoning_tokens > usage.output_tokens:
         usage, clamped = replace(usage, reasoning_tokens=usage.output_tokens), True
@@ -287,7 +287,7 @@ def billable_usage(
     return usage, flag.TRUSTED, None
 
 
-def _within(usage: TokenUsage, output_cap: int) -> TokenUsage:
+def within_output_cap(usage: TokenUsage, output_cap: int) -> TokenUsage:
     """``usage`` with its output (text first, then audio) clamped to ``output_cap``, the most
     the call's hold covered; the same object when it is within it."""
     if usage.output_tokens + usage.audio_output_tokens <= output_cap:

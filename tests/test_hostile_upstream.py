@@ -283,6 +283,18 @@ def chunk(content: str) -> bytes:
     return f"data: {json.dumps(event)}\n\n".encode()
 
 
+def stream_five_tokens(relay_url, key) -> bytes:
+    """A streamed chat call sent with max_tokens 5; the body the client read."""
+    with httpx.stream(
+        "POST",
+        relay_url + "/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": PROMPT, "max_tokens": 5, "stream": True},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    ) as response:
+        return response.read()
+
+
 @pytest.mark.parametrize("usage", [None, {"prompt_tokens": 11, "completion_tokens": 10**7}])
 def test_a_stream_past_its_limit_with_no_usage_to_believe_costs_no_more_than_its_hold(
     relay_url, alice, alice_key, openai_channel, mock_upstream, usage, books_balance
@@ -297,14 +309,7 @@ def test_a_stream_past_its_limit_with_no_usage_to_believe_costs_no_more_than_its
     mock_upstream.script(
         {"raw_stream": [chunk("word ") for _ in range(400)] + ending + [b"data: [DONE]\n\n"]}
     )
-    with httpx.stream(
-        "POST",
-        relay_url + "/v1/chat/completions",
-        json={"model": "gpt-4o", "messages": PROMPT, "max_tokens": 5, "stream": True},
-        headers={"Authorization": f"Bearer {alice_key}"},
-        timeout=30,
-    ) as response:
-        response.read()
+    stream_five_tokens(relay_url, alice_key)
 
     [log] = settled_usage(1)
     assert log.output_tokens == 5
@@ -340,4 +345,26 @@ def test_a_plain_answer_past_its_limit_with_no_usage_costs_no_more_than_its_hold
     assert log.output_tokens == 5
     assert log.usage_flag == UsageLog.UsageFlag.CLAMPED
     assert log.quota <= Hold.objects.get().amount
+    books_balance()
+
+
+def test_a_usage_check_that_fails_still_bills_no_more_than_the_hold(
+    relay_url, alice, alice_key, openai_channel, mock_upstream, monkeypatch, books_balance
+):
+    # A bug in checking the upstream's usage bills the local counts rather than nothing; those
+    # are held to the limit too, even from an upstream that ignored it.
+    from relay import metering
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(metering, "billable_usage", broken)
+    mock_upstream.script(
+        {"raw_stream": [chunk("word ") for _ in range(400)] + [b"data: [DONE]\n\n"]}
+    )
+    stream_five_tokens(relay_url, alice_key)
+
+    [log] = settled_usage(1)
+    assert (log.output_tokens, log.usage_flag) == (5, UsageLog.UsageFlag.REJECTED)
+    assert 0 < log.quota <= Hold.objects.get().amount
     books_balance()
